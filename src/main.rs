@@ -1,0 +1,2 @@
+//! The `sashad` binary (placeholder).
+fn main() {}

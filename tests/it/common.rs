@@ -1,0 +1,2 @@
+//! Support code shared by the integration tests.
+#![allow(dead_code)]

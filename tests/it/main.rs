@@ -1,0 +1,2 @@
+//! The integration test binary: every test drives the real daemon over loopback.
+mod common;
