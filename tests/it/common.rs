@@ -1,2 +1,5 @@
 //! Support code shared by the integration tests.
 #![allow(dead_code)]
+
+pub mod client;
+pub mod daemon;
