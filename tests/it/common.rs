@@ -3,3 +3,4 @@
 
 pub mod client;
 pub mod daemon;
+pub mod mock_api;

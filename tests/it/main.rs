@@ -1,4 +1,5 @@
-//! The integration test binary: every test drives the real daemon over loopback.
+//! The integration test binary: every test drives the real daemon, the real CLI or the mock
+//! API over loopback.
 mod common;
 
 mod accounts;
@@ -6,3 +7,5 @@ mod api_key;
 mod health;
 mod keys;
 mod log_hygiene;
+mod mock_api_cli;
+mod mock_api_http;

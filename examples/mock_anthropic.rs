@@ -1,0 +1,68 @@
+//! The loopback mock of the Anthropic API, on its own, for `make demo` and for trying the CLI by
+//! hand: `cargo run --example mock_anthropic -- --listen 127.0.0.1:3002`.
+//!
+//! It prints its base URL on stdout (one line, for scripts), logs each request on stderr, and
+//! runs until Ctrl-C. Point a client at it with `ANTHROPIC_BASE_URL=<that URL>` and any
+//! `ANTHROPIC_API_KEY` that starts with `sk-ant-`. The replies are scripted by markers in the
+//! user's text (`TOOL:<cmd>`, `SLOW`, `ECHO`, `BIG:<n>`); see `tests/it/common/mock_api.rs`.
+
+// The tests' module, shared verbatim so the demo and the tests cannot drift apart; the demo
+// uses only part of its API.
+#[allow(dead_code)]
+#[path = "../tests/it/common/mock_api.rs"]
+mod mock_api;
+
+use std::process::ExitCode;
+
+/// The demo's default address: next to sashad's default `127.0.0.1:3001`.
+const DEFAULT_LISTEN: &str = "127.0.0.1:3002";
+
+const USAGE: &str = "usage: mock_anthropic [--listen ADDR]   (default 127.0.0.1:3002)";
+
+fn main() -> ExitCode {
+    let mut listen = DEFAULT_LISTEN.to_owned();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--listen" => match args.next() {
+                Some(addr) => listen = addr,
+                None => {
+                    eprintln!("{USAGE}");
+                    return ExitCode::from(2);
+                }
+            },
+            a if a.starts_with("--listen=") => listen = a["--listen=".len()..].to_owned(),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            _ => {
+                eprintln!("unknown argument {arg:?}\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let mock = match mock_api::MockApi::start_on(listen.as_str()) {
+        Ok(mock) => mock,
+        Err(err) => {
+            eprintln!("mock_anthropic: cannot listen on {listen}: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    mock.set_log_requests(true);
+    println!("{}", mock.base_url());
+    eprintln!(
+        "mock_anthropic: serving the Anthropic API at {0}; try ANTHROPIC_BASE_URL={0} \
+         ANTHROPIC_API_KEY=sk-ant-demo. Ctrl-C stops it.",
+        mock.base_url()
+    );
+    let waited = actix_rt::System::new().block_on(tokio::signal::ctrl_c());
+    drop(mock);
+    match waited {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("mock_anthropic: cannot wait for Ctrl-C: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
