@@ -13,9 +13,13 @@
 //! Here a line is read into one [`BytesMut`] and handed out with `split_to().freeze()`, so a line
 //! is copied once (pipe → buffer) and then shared as [`Bytes`] by whoever frames it.
 //!
-//! Memory note: a frozen line shares its allocation with the bytes read after it. After a large
-//! line the reader moves the (small) remainder into a fresh buffer, so the small lines that follow
-//! a multi-megabyte one do not pin its allocation in the replay ring.
+//! Memory note: a frozen line shares its allocation with its neighbours. The buffer grows only
+//! when its spare room runs low, so consecutive small lines are packed into one 64 KiB allocation
+//! (rather than one allocation per read, as a child streaming a line per write would otherwise
+//! cause), and a window of recent lines, such as a replay ring, pins about its own size plus one
+//! read buffer. After a large line the reader moves the small leftover into a fresh buffer, so the
+//! lines that follow a multi-megabyte one do not pin its allocation. Reading a line close to the
+//! cap can briefly take up to twice the cap, as the buffer doubles.
 
 use std::io;
 
@@ -30,6 +34,10 @@ pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
 /// How much spare room, in bytes, is reserved before each read. A pipe hands over at most 64 KiB
 /// per read on Linux, so a larger reservation would sit unused.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// Spare room, in bytes, below which the buffer is grown before a read: enough for a typical
+/// `stream_event` line, small enough that little of an allocation goes unused.
+const MIN_SPARE: usize = 4 * 1024;
 
 /// Buffer capacity, in bytes, above which the leftover after a line is moved to a fresh buffer
 /// (see the module doc's memory note).
@@ -94,7 +102,9 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
             if self.eof {
                 return Ok(self.take_at_eof());
             }
-            self.buf.reserve(READ_CHUNK);
+            if self.buf.capacity() - self.buf.len() < MIN_SPARE {
+                self.buf.reserve(READ_CHUNK);
+            }
             if self.reader.read_buf(&mut self.buf).await? == 0 {
                 self.eof = true;
             }
@@ -455,6 +465,28 @@ mod tests {
         assert_eq!(big.len(), 2 * 1024 * 1024);
         assert!(lines.buf.capacity() <= SHRINK_ABOVE);
         assert_eq!(lines.next_line().await.unwrap(), Some(complete(b"small")));
+    }
+
+    #[tokio::test]
+    async fn small_lines_read_one_at_a_time_share_an_allocation() {
+        let line = vec![b's'; 300];
+        let parts: Vec<Vec<u8>> = (0..100).map(|_| [&line[..], b"\n"].concat()).collect();
+        let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        let mut lines = LineReader::new(chunks(&parts), DEFAULT_MAX_LINE_BYTES);
+        let mut got = Vec::new();
+        while let Some(Line::Complete(b)) = lines.next_line().await.unwrap() {
+            got.push(b);
+        }
+        assert_eq!(got.len(), 100);
+        // Lines that sit back to back in memory come from the same allocation.
+        let adjacent = got
+            .windows(2)
+            .filter(|w| w[0].as_ptr().wrapping_add(301) == w[1].as_ptr())
+            .count();
+        assert!(
+            adjacent >= 90,
+            "only {adjacent} of 99 pairs share an allocation"
+        );
     }
 
     #[tokio::test]
