@@ -3,7 +3,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is a failed test
 
 use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::sys::signal::{kill, killpg, Signal};
@@ -15,6 +14,7 @@ use sashad::claude::protocol::{
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
 use crate::common::fake_cli::fake_claude_bin;
@@ -37,7 +37,8 @@ struct Fake {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: LineReader<ChildStdout>,
-    stderr: Arc<Mutex<Vec<u8>>>,
+    /// Drains stderr and yields all of it at EOF.
+    stderr: Option<JoinHandle<Vec<u8>>>,
 }
 
 /// One stdout line and its classification.
@@ -80,20 +81,20 @@ impl Fake {
         let stdin = child.stdin.take();
         let lines = LineReader::new(child.stdout.take().unwrap(), DEFAULT_MAX_LINE_BYTES);
         // Drained all the time, as the daemon must: a full stderr pipe blocks the child.
-        let stderr = Arc::new(Mutex::new(Vec::new()));
         let mut pipe = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        tokio::spawn(async move {
+        let stderr = tokio::spawn(async move {
+            let mut all = Vec::new();
             let mut buf = vec![0; 64 * 1024];
             while let Ok(n @ 1..) = pipe.read(&mut buf).await {
-                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+                all.extend_from_slice(&buf[..n]);
             }
+            all
         });
         Fake {
             child,
             stdin,
             lines,
-            stderr,
+            stderr: Some(stderr),
         }
     }
 
@@ -147,8 +148,13 @@ impl Fake {
             .unwrap()
     }
 
-    fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+    /// All of stderr, once the child (and whatever shares its stderr) has closed it.
+    async fn stderr(&mut self) -> String {
+        let task = self.stderr.take().expect("stderr is read once");
+        let all = timeout(DEADLINE, task)
+            .await
+            .expect("stderr closed before the deadline");
+        String::from_utf8_lossy(&all.unwrap()).into_owned()
     }
 }
 
@@ -271,11 +277,8 @@ async fn crash_exits_3_mid_turn_with_stderr() {
     assert!(seen.iter().all(|o| o.result().is_none()));
     let status = fake.close_stdin_and_wait().await;
     assert_eq!(status.code(), Some(3));
-    assert!(
-        fake.stderr().contains("simulated crash"),
-        "{}",
-        fake.stderr()
-    );
+    let stderr = fake.stderr().await;
+    assert!(stderr.contains("simulated crash"), "{stderr}");
 }
 
 #[tokio::test]
@@ -310,7 +313,7 @@ async fn stderr_flood_at_startup_and_flood_of_stdout() {
     assert!(bytes >= 4 * 1024 * 1024, "{bytes}");
     assert!(turn.iter().all(|o| o.class != Classified::NotJson));
     assert_eq!(fake.close_stdin_and_wait().await.code(), Some(0));
-    assert!(fake.stderr().len() >= 1024 * 1024);
+    assert!(fake.stderr().await.len() >= 1024 * 1024);
 }
 
 #[tokio::test]
