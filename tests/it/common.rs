@@ -3,4 +3,5 @@
 
 pub mod client;
 pub mod daemon;
+pub mod fake_cli;
 pub mod mock_api;

@@ -1,9 +1,12 @@
-//! The integration test binary: every test drives the real daemon, the real CLI or the mock
-//! API over loopback.
+//! The integration test binary: every test drives the real daemon, the real CLI or the fake
+//! one over loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 mod accounts;
 mod api_key;
+mod fake_cli;
 mod health;
 mod keys;
 mod log_hygiene;
