@@ -12,7 +12,9 @@ use std::num::NonZeroU32;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
 use argon2::Argon2;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -29,13 +31,19 @@ pub const MAX_PASSWORD_LEN: usize = 1024;
 /// Hashes a password with argon2id and a random salt, as a PHC string.
 pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
     let salt = SaltString::generate(&mut OsRng);
-    Ok(Argon2::default().hash_password(password.as_bytes(), &salt)?.to_string())
+    Ok(Argon2::default()
+        .hash_password(password.as_bytes(), &salt)?
+        .to_string())
 }
 
 /// Checks a password against a PHC string. A malformed hash counts as a mismatch.
 pub fn verify_password(password: &str, phc: &str) -> bool {
     PasswordHash::new(phc)
-        .map(|hash| Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
+        .map(|hash| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &hash)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 
@@ -65,7 +73,10 @@ pub fn validate_username(name: &str) -> Result<(), &'static str> {
     if name.is_empty() || name.len() > MAX_USERNAME_LEN {
         return Err("a username has 1 to 64 characters");
     }
-    if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
         return Err("a username may hold only letters, digits, '.', '_' and '-'");
     }
     if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
@@ -101,7 +112,10 @@ impl LoginLimiter {
     /// Allows `per_name` and `per_ip` attempts a minute, each also as the burst.
     pub fn new(per_name: u32, per_ip: u32) -> Self {
         let quota = |n: u32| Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
-        Self { by_name: RateLimiter::keyed(quota(per_name)), by_ip: RateLimiter::keyed(quota(per_ip)) }
+        Self {
+            by_name: RateLimiter::keyed(quota(per_name)),
+            by_ip: RateLimiter::keyed(quota(per_ip)),
+        }
     }
 
     /// Counts one attempt. `Err(wait)` when either limit is spent: the client may retry after
@@ -168,7 +182,13 @@ mod tests {
             assert!(limiter.check("Alice", ip).is_ok());
         }
         let wait = limiter.check("alice", ip).unwrap_err();
-        assert!(wait > Duration::ZERO && wait <= Duration::from_secs(60), "{wait:?}");
-        assert!(limiter.check("bob", ip).is_ok(), "other usernames are not affected");
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_secs(60),
+            "{wait:?}"
+        );
+        assert!(
+            limiter.check("bob", ip).is_ok(),
+            "other usernames are not affected"
+        );
     }
 }

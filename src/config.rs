@@ -103,14 +103,19 @@ pub struct StorageSettings {
 
 impl Default for StorageSettings {
     fn default() -> Self {
-        Self { data_dir: PathBuf::from("./data"), workspace_dir: None }
+        Self {
+            data_dir: PathBuf::from("./data"),
+            workspace_dir: None,
+        }
     }
 }
 
 impl StorageSettings {
     /// The workspace folder: `workspace_dir`, or `<data_dir>/workspace`.
     pub fn workspace(&self) -> PathBuf {
-        self.workspace_dir.clone().unwrap_or_else(|| self.data_dir.join("workspace"))
+        self.workspace_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("workspace"))
     }
 }
 
@@ -201,8 +206,15 @@ pub const PINNED_CLI_PATH: &str = "tools/claude/node_modules/.bin/claude";
 impl Default for ClaudeSettings {
     fn default() -> Self {
         let pinned = Path::new(PINNED_CLI_PATH);
-        let binary = if pinned.exists() { pinned.to_path_buf() } else { PathBuf::from("claude") };
-        Self { binary, extra_args: Vec::new() }
+        let binary = if pinned.exists() {
+            pinned.to_path_buf()
+        } else {
+            PathBuf::from("claude")
+        };
+        Self {
+            binary,
+            extra_args: Vec::new(),
+        }
     }
 }
 
@@ -248,7 +260,10 @@ pub struct LimitSettings {
 
 impl Default for LimitSettings {
     fn default() -> Self {
-        Self { sessions_per_user: 10, live_children: 50 }
+        Self {
+            sessions_per_user: 10,
+            live_children: 50,
+        }
     }
 }
 
@@ -275,7 +290,10 @@ pub struct LogSettings {
 
 impl Default for LogSettings {
     fn default() -> Self {
-        Self { level: "info".to_owned(), format: LogFormat::Text }
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
     }
 }
 
@@ -345,7 +363,9 @@ impl Settings {
         }
         if let Some(url) = &self.server.public_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return invalid(format!("server.public_url must be an http(s) URL, got {url:?}"));
+                return invalid(format!(
+                    "server.public_url must be an http(s) URL, got {url:?}"
+                ));
             }
         }
         for origin in &self.server.allowed_origins {
@@ -358,7 +378,9 @@ impl Settings {
             }
         }
         if self.limits.sessions_per_user == 0 || self.limits.live_children == 0 {
-            return invalid("limits.sessions_per_user and limits.live_children must be at least 1".into());
+            return invalid(
+                "limits.sessions_per_user and limits.live_children must be at least 1".into(),
+            );
         }
         if self.auth.login_attempts_per_username == 0 || self.auth.login_attempts_per_ip == 0 {
             return invalid("auth.login_attempts_* must be at least 1".into());
@@ -367,7 +389,10 @@ impl Settings {
             return invalid("auth.token_ttl must be at least 1m".into());
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            return invalid(format!("log.level {:?} is not a valid filter: {e}", self.log.level));
+            return invalid(format!(
+                "log.level {:?} is not a valid filter: {e}",
+                self.log.level
+            ));
         }
         Ok(())
     }
@@ -397,7 +422,10 @@ impl Settings {
 
     /// Whether cookies need `Secure`: a public URL on https.
     pub fn secure_cookies(&self) -> bool {
-        self.server.public_url.as_deref().is_some_and(|u| u.starts_with("https://"))
+        self.server
+            .public_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://"))
     }
 }
 
@@ -410,10 +438,14 @@ fn origin_of(url: &str) -> String {
 
 /// `SASHAD__SECTION__KEY=value` pairs as a figment provider. Values parse as TOML-ish scalars
 /// (figment's rules), so `SASHAD__LIMITS__LIVE_CHILDREN=5` is a number.
-fn env_provider(env: impl IntoIterator<Item = (String, String)>) -> Serialized<figment::value::Dict> {
+fn env_provider(
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Serialized<figment::value::Dict> {
     let mut root = figment::value::Dict::new();
     for (name, value) in env {
-        let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
         let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
         let parsed: figment::value::Value = value.parse().unwrap_or_else(|_| value.clone().into());
         insert_path(&mut root, &path, parsed);
@@ -448,11 +480,20 @@ fn describe(error: figment::Error) -> String {
     error
         .into_iter()
         .map(|e| {
-            let key = if e.path.is_empty() { String::new() } else { format!("{}: ", e.path.join(".")) };
+            let key = if e.path.is_empty() {
+                String::new()
+            } else {
+                format!("{}: ", e.path.join("."))
+            };
             let source = e
                 .metadata
                 .as_ref()
-                .and_then(|m| m.source.as_ref().map(|s| format!(" (from {s})")).or(Some(format!(" (from {})", m.name))))
+                .and_then(|m| {
+                    m.source
+                        .as_ref()
+                        .map(|s| format!(" (from {s})"))
+                        .or(Some(format!(" (from {})", m.name)))
+                })
                 .unwrap_or_default();
             format!("{key}{}{source}", e.kind)
         })
@@ -466,7 +507,9 @@ pub fn unknown_sashad_env(env: impl IntoIterator<Item = (String, String)>) -> Ve
     const KNOWN: &[&str] = &["SASHAD_MASTER_KEY_FILE", "SASHAD_CONFIG"];
     env.into_iter()
         .map(|(k, _)| k)
-        .filter(|k| k.starts_with("SASHAD_") && !k.starts_with(ENV_PREFIX) && !KNOWN.contains(&k.as_str()))
+        .filter(|k| {
+            k.starts_with("SASHAD_") && !k.starts_with(ENV_PREFIX) && !KNOWN.contains(&k.as_str())
+        })
         .collect()
 }
 
@@ -506,7 +549,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn write_toml(text: &str) -> tempfile::NamedTempFile {
@@ -530,8 +576,14 @@ mod tests {
     #[test]
     fn layers_apply_in_order_file_env_flags() {
         let file = write_toml("[server]\nlisten = \"127.0.0.1:4000\"\n[limits]\nlive_children = 7\n[log]\nlevel = \"debug\"\n");
-        let e = env(&[("SASHAD__LIMITS__LIVE_CHILDREN", "9"), ("SASHAD__SESSIONS__IDLE_TIMEOUT", "2m")]);
-        let flags = FlagOverrides { log_level: Some("warn".into()), ..Default::default() };
+        let e = env(&[
+            ("SASHAD__LIMITS__LIVE_CHILDREN", "9"),
+            ("SASHAD__SESSIONS__IDLE_TIMEOUT", "2m"),
+        ]);
+        let flags = FlagOverrides {
+            log_level: Some("warn".into()),
+            ..Default::default()
+        };
         let s = Settings::load(Some(file.path()), e, &flags).unwrap();
         assert_eq!(s.server.listen.port(), 4000, "file beats defaults");
         assert_eq!(s.limits.live_children, 9, "env beats file");
@@ -542,35 +594,43 @@ mod tests {
     #[test]
     fn unknown_key_in_file_is_named() {
         let file = write_toml("[server]\nlistne = \"127.0.0.1:4000\"\n");
-        let err = Settings::load(Some(file.path()), env(&[]), &FlagOverrides::default()).unwrap_err();
+        let err =
+            Settings::load(Some(file.path()), env(&[]), &FlagOverrides::default()).unwrap_err();
         assert!(err.to_string().contains("listne"), "{err}");
     }
 
     #[test]
     fn unknown_env_key_is_named() {
         let e = env(&[("SASHAD__LIMITS__LIVE_KIDS", "3")]);
-        let err = Settings::load(Some(write_toml("").path()), e, &FlagOverrides::default()).unwrap_err();
+        let err =
+            Settings::load(Some(write_toml("").path()), e, &FlagOverrides::default()).unwrap_err();
         assert!(err.to_string().contains("live_kids"), "{err}");
     }
 
     #[test]
     fn unknown_section_is_named() {
         let file = write_toml("[srever]\nlisten = \"x\"\n");
-        let err = Settings::load(Some(file.path()), env(&[]), &FlagOverrides::default()).unwrap_err();
+        let err =
+            Settings::load(Some(file.path()), env(&[]), &FlagOverrides::default()).unwrap_err();
         assert!(err.to_string().contains("srever"), "{err}");
     }
 
     #[test]
     fn bad_duration_is_an_error() {
         let e = env(&[("SASHAD__SESSIONS__IDLE_TIMEOUT", "soon")]);
-        let err = Settings::load(Some(write_toml("").path()), e, &FlagOverrides::default()).unwrap_err();
+        let err =
+            Settings::load(Some(write_toml("").path()), e, &FlagOverrides::default()).unwrap_err();
         assert!(err.to_string().contains("idle_timeout"), "{err}");
     }
 
     #[test]
     fn missing_explicit_file_is_an_error() {
-        let err = Settings::load(Some(Path::new("/nonexistent/sashad.toml")), env(&[]), &FlagOverrides::default())
-            .unwrap_err();
+        let err = Settings::load(
+            Some(Path::new("/nonexistent/sashad.toml")),
+            env(&[]),
+            &FlagOverrides::default(),
+        )
+        .unwrap_err();
         assert!(matches!(err, ConfigError::MissingFile(_)));
     }
 
@@ -619,13 +679,17 @@ mod tests {
                 claude.insert("binary".into(), toml::Value::String(PINNED_CLI_PATH.into()));
             }
         }
-        assert_eq!(shipped, defaults, "config/sashad.toml and Settings::default() drifted apart");
+        assert_eq!(
+            shipped, defaults,
+            "config/sashad.toml and Settings::default() drifted apart"
+        );
         let parsed = Settings::load(Some(&path), env(&[]), &FlagOverrides::default()).unwrap();
         assert_eq!(parsed.server, Settings::default().server);
         // Optional keys are documented as commented-out lines.
         for key in ["public_url", "workspace_dir"] {
             assert!(
-                text.lines().any(|l| l.trim_start().starts_with(&format!("# {key} ="))),
+                text.lines()
+                    .any(|l| l.trim_start().starts_with(&format!("# {key} ="))),
                 "config/sashad.toml should document the optional key {key}"
             );
         }

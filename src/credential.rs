@@ -77,7 +77,11 @@ impl Drop for Credential {
     fn drop(&mut self) {
         match self {
             Self::ApiKey { key } => key.zeroize(),
-            Self::Oauth { access_token, refresh_token, .. } => {
+            Self::Oauth {
+                access_token,
+                refresh_token,
+                ..
+            } => {
                 access_token.zeroize();
                 refresh_token.zeroize();
             }
@@ -111,7 +115,10 @@ impl Credential {
         match self {
             Self::ApiKey { key } => vec![("ANTHROPIC_API_KEY", Zeroizing::new(key.clone()))],
             Self::Oauth { access_token, .. } => {
-                vec![("CLAUDE_CODE_OAUTH_TOKEN", Zeroizing::new(access_token.clone()))]
+                vec![(
+                    "CLAUDE_CODE_OAUTH_TOKEN",
+                    Zeroizing::new(access_token.clone()),
+                )]
             }
             Self::SetupToken { token } => {
                 vec![("CLAUDE_CODE_OAUTH_TOKEN", Zeroizing::new(token.clone()))]
@@ -200,13 +207,31 @@ mod tests {
 
     #[test]
     fn api_keys_are_trimmed_and_checked() {
-        assert_eq!(normalize_api_key("  sk-ant-api03-abc\r\n"), Ok("sk-ant-api03-abc"));
+        assert_eq!(
+            normalize_api_key("  sk-ant-api03-abc\r\n"),
+            Ok("sk-ant-api03-abc")
+        );
         assert_eq!(normalize_api_key(" \r\n"), Err(MalformedKey::Empty));
-        assert_eq!(normalize_api_key("sk-ant api"), Err(MalformedKey::InnerWhitespace));
-        assert_eq!(normalize_api_key("sk-ant-\u{7}x"), Err(MalformedKey::BadCharacters));
-        assert_eq!(normalize_api_key("sk-ant-é"), Err(MalformedKey::BadCharacters));
-        assert_eq!(normalize_api_key("sk-ant-oat01-abcdef"), Err(MalformedKey::OauthToken));
-        assert_eq!(normalize_api_key(&"a".repeat(513)), Err(MalformedKey::TooLong));
+        assert_eq!(
+            normalize_api_key("sk-ant api"),
+            Err(MalformedKey::InnerWhitespace)
+        );
+        assert_eq!(
+            normalize_api_key("sk-ant-\u{7}x"),
+            Err(MalformedKey::BadCharacters)
+        );
+        assert_eq!(
+            normalize_api_key("sk-ant-é"),
+            Err(MalformedKey::BadCharacters)
+        );
+        assert_eq!(
+            normalize_api_key("sk-ant-oat01-abcdef"),
+            Err(MalformedKey::OauthToken)
+        );
+        assert_eq!(
+            normalize_api_key(&"a".repeat(513)),
+            Err(MalformedKey::TooLong)
+        );
         assert!(normalize_api_key(&"a".repeat(512)).is_ok());
     }
 
@@ -219,7 +244,9 @@ mod tests {
 
     #[test]
     fn debug_and_env() {
-        let c = Credential::ApiKey { key: "sk-ant-api03-secretsecret".into() };
+        let c = Credential::ApiKey {
+            key: "sk-ant-api03-secretsecret".into(),
+        };
         assert!(!format!("{c:?}").contains("secret"));
         let env = c.env();
         assert_eq!(env[0].0, "ANTHROPIC_API_KEY");

@@ -153,11 +153,17 @@ impl MasterKey {
     /// Errors: [`CryptoError::KeyFileMode`] when group or others have any access (like ssh, since
     /// a group member is another user), [`CryptoError::KeyFileLength`] for any other content.
     pub fn load(path: &Path) -> Result<Self, CryptoError> {
-        let io_err = |source| CryptoError::KeyFileIo { path: path.to_path_buf(), source };
+        let io_err = |source| CryptoError::KeyFileIo {
+            path: path.to_path_buf(),
+            source,
+        };
         let meta = fs::metadata(path).map_err(io_err)?;
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
-            return Err(CryptoError::KeyFileMode { path: path.to_path_buf(), mode });
+            return Err(CryptoError::KeyFileMode {
+                path: path.to_path_buf(),
+                mode,
+            });
         }
         let raw = Zeroizing::new(fs::read(path).map_err(io_err)?);
         let mut bytes = [0u8; MASTER_KEY_LEN];
@@ -165,10 +171,11 @@ impl MasterKey {
             bytes.copy_from_slice(&raw);
         } else {
             let text = raw.trim_ascii();
-            if text.len() != 2 * MASTER_KEY_LEN
-                || hex::decode_to_slice(text, &mut bytes).is_err()
-            {
-                return Err(CryptoError::KeyFileLength { path: path.to_path_buf(), len: raw.len() });
+            if text.len() != 2 * MASTER_KEY_LEN || hex::decode_to_slice(text, &mut bytes).is_err() {
+                return Err(CryptoError::KeyFileLength {
+                    path: path.to_path_buf(),
+                    len: raw.len(),
+                });
             }
         }
         let key = Self::from_bytes(bytes);
@@ -178,7 +185,10 @@ impl MasterKey {
 
     /// Writes a new random key to `path` as 64 hex digits, mode 0600, refusing to overwrite.
     pub fn generate_file(path: &Path) -> Result<Self, CryptoError> {
-        let io_err = |source| CryptoError::KeyFileIo { path: path.to_path_buf(), source };
+        let io_err = |source| CryptoError::KeyFileIo {
+            path: path.to_path_buf(),
+            source,
+        };
         let key = Self::generate();
         let mut file = OpenOptions::new()
             .write(true)
@@ -227,7 +237,10 @@ pub struct Keyring {
 impl Keyring {
     /// A keyring with one key.
     pub fn new(active: MasterKey) -> Self {
-        Self { active, older: Vec::new() }
+        Self {
+            active,
+            older: Vec::new(),
+        }
     }
 
     /// A keyring whose `active` key seals and whose `older` keys only open.
@@ -246,7 +259,9 @@ impl Keyring {
     }
 
     fn key(&self, kid: &KeyId) -> Option<&MasterKey> {
-        std::iter::once(&self.active).chain(&self.older).find(|k| &k.kid == kid)
+        std::iter::once(&self.active)
+            .chain(&self.older)
+            .find(|k| &k.kid == kid)
     }
 
     /// Seals `plaintext` for `user_id` as a record of `kind` under the active key.
@@ -256,38 +271,71 @@ impl Keyring {
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
         let aad = aad(&key.kid, user_id, kind);
         let ct = cipher
-            .encrypt(&nonce, Payload { msg: plaintext, aad: aad.as_bytes() })
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext,
+                    aad: aad.as_bytes(),
+                },
+            )
             .map_err(|_| CryptoError::SealFailed)?;
-        Ok(Sealed { v: SEAL_VERSION, kid: key.kid.clone(), nonce: B64.encode(nonce), ct: B64.encode(ct) })
+        Ok(Sealed {
+            v: SEAL_VERSION,
+            kid: key.kid.clone(),
+            nonce: B64.encode(nonce),
+            ct: B64.encode(ct),
+        })
     }
 
     /// Opens a record sealed for `user_id` as `kind`. The plaintext zeroizes on drop.
     ///
     /// Errors: [`CryptoError::KeyNotLoaded`] naming the record's key id,
     /// [`CryptoError::OpenFailed`] for any tampering or a moved record.
-    pub fn open(&self, user_id: &str, kind: &str, sealed: &Sealed) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    pub fn open(
+        &self,
+        user_id: &str,
+        kind: &str,
+        sealed: &Sealed,
+    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         if sealed.v != SEAL_VERSION {
             return Err(CryptoError::Malformed("unknown version"));
         }
         let key = self
             .key(&sealed.kid)
-            .ok_or_else(|| CryptoError::KeyNotLoaded { kid: sealed.kid.to_string() })?;
-        let nonce = B64.decode(&sealed.nonce).map_err(|_| CryptoError::Malformed("nonce"))?;
+            .ok_or_else(|| CryptoError::KeyNotLoaded {
+                kid: sealed.kid.to_string(),
+            })?;
+        let nonce = B64
+            .decode(&sealed.nonce)
+            .map_err(|_| CryptoError::Malformed("nonce"))?;
         if nonce.len() != 24 {
             return Err(CryptoError::Malformed("nonce length"));
         }
-        let ct = B64.decode(&sealed.ct).map_err(|_| CryptoError::Malformed("ciphertext"))?;
+        let ct = B64
+            .decode(&sealed.ct)
+            .map_err(|_| CryptoError::Malformed("ciphertext"))?;
         let cipher = XChaCha20Poly1305::new(key.user_key(user_id).as_slice().into());
         let aad = aad(&key.kid, user_id, kind);
         cipher
-            .decrypt(XNonce::from_slice(&nonce), Payload { msg: &ct, aad: aad.as_bytes() })
+            .decrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: &ct,
+                    aad: aad.as_bytes(),
+                },
+            )
             .map(Zeroizing::new)
             .map_err(|_| CryptoError::OpenFailed)
     }
 
     /// Re-seals a record under the active key (rotation). A record already under it is
     /// returned unchanged.
-    pub fn reseal(&self, user_id: &str, kind: &str, sealed: &Sealed) -> Result<Sealed, CryptoError> {
+    pub fn reseal(
+        &self,
+        user_id: &str,
+        kind: &str,
+        sealed: &Sealed,
+    ) -> Result<Sealed, CryptoError> {
         if &sealed.kid == self.active_kid() {
             return Ok(sealed.clone());
         }
@@ -376,22 +424,43 @@ mod tests {
         let mut ct = B64.decode(&sealed.ct).unwrap();
         for i in 0..ct.len() {
             ct[i] ^= 0x01;
-            let bad = Sealed { ct: B64.encode(&ct), ..sealed.clone() };
-            assert!(matches!(k.open("u1", "credential", &bad), Err(CryptoError::OpenFailed)), "byte {i}");
+            let bad = Sealed {
+                ct: B64.encode(&ct),
+                ..sealed.clone()
+            };
+            assert!(
+                matches!(
+                    k.open("u1", "credential", &bad),
+                    Err(CryptoError::OpenFailed)
+                ),
+                "byte {i}"
+            );
             ct[i] ^= 0x01;
         }
         let mut nonce = B64.decode(&sealed.nonce).unwrap();
         nonce[0] ^= 0x80;
-        let bad = Sealed { nonce: B64.encode(&nonce), ..sealed };
-        assert!(matches!(k.open("u1", "credential", &bad), Err(CryptoError::OpenFailed)));
+        let bad = Sealed {
+            nonce: B64.encode(&nonce),
+            ..sealed
+        };
+        assert!(matches!(
+            k.open("u1", "credential", &bad),
+            Err(CryptoError::OpenFailed)
+        ));
     }
 
     #[test]
     fn a_record_moved_to_another_user_or_kind_fails_to_open() {
         let k = keyring();
         let sealed = k.seal("u1", "credential", b"secret").unwrap();
-        assert!(matches!(k.open("u2", "credential", &sealed), Err(CryptoError::OpenFailed)));
-        assert!(matches!(k.open("u1", "oauth_verifier", &sealed), Err(CryptoError::OpenFailed)));
+        assert!(matches!(
+            k.open("u2", "credential", &sealed),
+            Err(CryptoError::OpenFailed)
+        ));
+        assert!(matches!(
+            k.open("u1", "oauth_verifier", &sealed),
+            Err(CryptoError::OpenFailed)
+        ));
     }
 
     #[test]
@@ -414,19 +483,31 @@ mod tests {
         let old_only = Keyring::new(MasterKey::from_bytes([1u8; 32]));
         let mut sealed = old_only.seal("u1", "credential", b"secret").unwrap();
         sealed.kid = new_kid;
-        assert!(matches!(k.open("u1", "credential", &sealed), Err(CryptoError::OpenFailed)));
+        assert!(matches!(
+            k.open("u1", "credential", &sealed),
+            Err(CryptoError::OpenFailed)
+        ));
     }
 
     #[test]
     fn rotation_reseals_under_the_active_key() {
         let old = Keyring::new(MasterKey::from_bytes([1u8; 32]));
         let sealed = old.seal("u1", "credential", b"secret").unwrap();
-        let both = Keyring::with_older(MasterKey::from_bytes([2u8; 32]), vec![MasterKey::from_bytes([1u8; 32])]);
+        let both = Keyring::with_older(
+            MasterKey::from_bytes([2u8; 32]),
+            vec![MasterKey::from_bytes([1u8; 32])],
+        );
         let resealed = both.reseal("u1", "credential", &sealed).unwrap();
         assert_eq!(&resealed.kid, both.active_kid());
         let new_only = Keyring::new(MasterKey::from_bytes([2u8; 32]));
-        assert_eq!(&*new_only.open("u1", "credential", &resealed).unwrap(), b"secret");
-        assert!(matches!(new_only.open("u1", "credential", &sealed), Err(CryptoError::KeyNotLoaded { .. })));
+        assert_eq!(
+            &*new_only.open("u1", "credential", &resealed).unwrap(),
+            b"secret"
+        );
+        assert!(matches!(
+            new_only.open("u1", "credential", &sealed),
+            Err(CryptoError::KeyNotLoaded { .. })
+        ));
     }
 
     #[test]
@@ -439,7 +520,10 @@ mod tests {
     #[test]
     fn debug_never_shows_key_bytes() {
         let k = MasterKey::from_bytes([0xAB; 32]);
-        let shown = format!("{k:?} {:?}", Keyring::new(MasterKey::from_bytes([0xAB; 32])));
+        let shown = format!(
+            "{k:?} {:?}",
+            Keyring::new(MasterKey::from_bytes([0xAB; 32]))
+        );
         assert!(!shown.to_lowercase().contains("abab"), "{shown}");
         assert!(shown.contains("[redacted]"));
     }
@@ -449,7 +533,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k");
         let generated = MasterKey::generate_file(&path).unwrap();
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert_eq!(MasterKey::load(&path).unwrap().kid(), generated.kid());
         assert!(MasterKey::generate_file(&path).is_err(), "never overwrites");
 
@@ -460,7 +547,10 @@ mod tests {
         let raw = dir.path().join("raw");
         fs::write(&raw, [5u8; 32]).unwrap();
         fs::set_permissions(&raw, fs::Permissions::from_mode(0o400)).unwrap();
-        assert_eq!(MasterKey::load(&raw).unwrap().kid(), MasterKey::from_bytes([5u8; 32]).kid());
+        assert_eq!(
+            MasterKey::load(&raw).unwrap().kid(),
+            MasterKey::from_bytes([5u8; 32]).kid()
+        );
 
         let short = dir.path().join("short");
         fs::write(&short, b"abcd").unwrap();
@@ -478,7 +568,10 @@ mod tests {
             configured_key_file(Some(Path::new("/f")), Some("/e"), creds),
             Some(KeySource::Flag("/f".into()))
         );
-        assert_eq!(configured_key_file(None, Some("/e"), creds), Some(KeySource::Env("/e".into())));
+        assert_eq!(
+            configured_key_file(None, Some("/e"), creds),
+            Some(KeySource::Env("/e".into()))
+        );
         assert_eq!(
             configured_key_file(None, None, creds),
             Some(KeySource::SystemdCredential(dir.path().join("master-key")))

@@ -71,7 +71,12 @@ pub fn prepare(settings: Settings, key_options: &KeyOptions) -> anyhow::Result<P
         key_options.env_file.as_deref(),
         key_options.credentials_directory.as_deref(),
     )?;
-    Ok(Prepared { settings, store, keyring, key_source })
+    Ok(Prepared {
+        settings,
+        store,
+        keyring,
+        key_source,
+    })
 }
 
 /// Binds the configured address, with an error that says what to change.
@@ -83,8 +88,17 @@ pub fn bind(settings: &Settings) -> anyhow::Result<TcpListener> {
 }
 
 /// Serves until SIGTERM or SIGINT, then shuts down gracefully. Returns `Ok` on a clean stop.
-pub async fn run(prepared: Prepared, listener: TcpListener, _log: Option<LogHandle>) -> anyhow::Result<()> {
-    let Prepared { settings, store, keyring, key_source } = prepared;
+pub async fn run(
+    prepared: Prepared,
+    listener: TcpListener,
+    _log: Option<LogHandle>,
+) -> anyhow::Result<()> {
+    let Prepared {
+        settings,
+        store,
+        keyring,
+        key_source,
+    } = prepared;
     let local_addr = listener.local_addr().context("listener has no address")?;
     let settings = Arc::new(settings);
     let state = web::Data::new(AppState {
@@ -123,7 +137,10 @@ pub async fn run(prepared: Prepared, listener: TcpListener, _log: Option<LogHand
     let housekeeping = actix_rt::spawn(housekeeping(state.clone()));
     actix_rt::spawn(async move {
         let signal = wait_for_stop_signal().await;
-        tracing::info!(signal, "stopping: no new requests; finishing the ones under way");
+        tracing::info!(
+            signal,
+            "stopping: no new requests; finishing the ones under way"
+        );
         handle.stop(true).await;
     });
     server.await.context("HTTP server failed")?;
@@ -136,7 +153,10 @@ pub async fn run(prepared: Prepared, listener: TcpListener, _log: Option<LogHand
 /// Waits for SIGTERM or SIGINT and names it.
 async fn wait_for_stop_signal() -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers; stop with SIGKILL");
         return std::future::pending().await;
     };
@@ -153,7 +173,7 @@ async fn housekeeping(state: web::Data<AppState>) {
     loop {
         tick.tick().await;
         state.login_limiter.retain_recent();
-        if minutes % 60 == 0 {
+        if minutes.is_multiple_of(60) {
             match state.store.run(|s| s.purge_expired_tokens()).await {
                 Ok(n) if n > 0 => tracing::info!(removed = n, "purged expired tokens"),
                 Ok(_) => {}

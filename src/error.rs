@@ -83,17 +83,26 @@ pub enum Error {
 impl Error {
     /// 400 with `code`.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::BadRequest { code, message: message.into() }
+        Self::BadRequest {
+            code,
+            message: message.into(),
+        }
     }
 
     /// 409 with `code`.
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        Self::Conflict { code, message: message.into() }
+        Self::Conflict {
+            code,
+            message: message.into(),
+        }
     }
 
     /// 403 with `code`.
     pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
-        Self::Forbidden { code, message: message.into() }
+        Self::Forbidden {
+            code,
+            message: message.into(),
+        }
     }
 
     /// 401 `unauthenticated`.
@@ -163,11 +172,17 @@ impl ResponseError for Error {
                 response.insert_header((header::RETRY_AFTER, value));
             }
         }
-        response.json(Body { error: code, message: &message })
+        response.json(Body {
+            error: code,
+            message: &message,
+        })
     }
 }
 
 /// A JSON error response outside the [`Error`] type (for actix's extractor error handlers).
 pub fn json_error(status: StatusCode, code: &str, message: &str) -> HttpResponse {
-    HttpResponse::build(status).json(Body { error: code, message })
+    HttpResponse::build(status).json(Body {
+        error: code,
+        message,
+    })
 }

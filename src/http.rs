@@ -57,7 +57,9 @@ pub struct AppState {
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState").field("local_addr", &self.local_addr).finish_non_exhaustive()
+        f.debug_struct("AppState")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -87,23 +89,25 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 fn json_config() -> web::JsonConfig {
-    web::JsonConfig::default().limit(MAX_JSON_BODY).error_handler(|err, _| {
-        use actix_web::error::JsonPayloadError as E;
-        let response = match &err {
-            E::Overflow { .. } | E::OverflowKnownLength { .. } => json_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                &format!("the request body is over {MAX_JSON_BODY} bytes"),
-            ),
-            E::ContentType => json_error(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "send the body as application/json",
-            ),
-            other => json_error(StatusCode::BAD_REQUEST, "invalid_json", &other.to_string()),
-        };
-        actix_web::error::InternalError::from_response(err, response).into()
-    })
+    web::JsonConfig::default()
+        .limit(MAX_JSON_BODY)
+        .error_handler(|err, _| {
+            use actix_web::error::JsonPayloadError as E;
+            let response = match &err {
+                E::Overflow { .. } | E::OverflowKnownLength { .. } => json_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    &format!("the request body is over {MAX_JSON_BODY} bytes"),
+                ),
+                E::ContentType => json_error(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    "send the body as application/json",
+                ),
+                other => json_error(StatusCode::BAD_REQUEST, "invalid_json", &other.to_string()),
+            };
+            actix_web::error::InternalError::from_response(err, response).into()
+        })
 }
 
 async fn not_found() -> HttpResponse {
@@ -150,9 +154,18 @@ pub async fn observe(
 
 fn security_headers() -> [(HeaderName, HeaderValue); 4] {
     [
-        (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
-        (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
-        (header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY)),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+        (
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        ),
         (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
     ]
 }

@@ -85,14 +85,20 @@ pub fn load_and_verify(
             let generated = !path.exists();
             if generated {
                 if let Some(stored) = &stored {
-                    return Err(KeysError::MissingKey { stored: stored.to_string(), path });
+                    return Err(KeysError::MissingKey {
+                        stored: stored.to_string(),
+                        path,
+                    });
                 }
             }
             KeySource::DataDir { path, generated }
         }
     };
     let key = match &source {
-        KeySource::DataDir { path, generated: true } => {
+        KeySource::DataDir {
+            path,
+            generated: true,
+        } => {
             let key = MasterKey::generate_file(path)?;
             tracing::warn!(
                 path = %path.display(),
@@ -116,20 +122,30 @@ fn stored_active(store: &Store) -> Result<Option<KeyId>, KeysError> {
         .meta_get(ACTIVE_KEY)?
         .map(|v| serde_json::from_slice(&v))
         .transpose()
-        .map_err(|e| StoreError::Corrupt { tree: "meta", key: ACTIVE_KEY.into(), reason: e.to_string() })?)
+        .map_err(|e| StoreError::Corrupt {
+            tree: "meta",
+            key: ACTIVE_KEY.into(),
+            reason: e.to_string(),
+        })?)
 }
 
 /// Checks that `keyring` holds the store's active key, and records it for a fresh store.
 pub fn verify(store: &Store, keyring: &Keyring, source_path: &Path) -> Result<(), KeysError> {
     if let Some(to) = store.meta_get(ROTATING_KEY)? {
-        let to: KeyId = serde_json::from_slice(&to)
-            .map_err(|e| StoreError::Corrupt { tree: "meta", key: ROTATING_KEY.into(), reason: e.to_string() })?;
+        let to: KeyId = serde_json::from_slice(&to).map_err(|e| StoreError::Corrupt {
+            tree: "meta",
+            key: ROTATING_KEY.into(),
+            reason: e.to_string(),
+        })?;
         return Err(KeysError::RotationUnfinished { to: to.to_string() });
     }
     match stored_active(store)? {
         None => {
             write_check(store, keyring)?;
-            store.meta_set(ACTIVE_KEY, &serde_json::to_vec(keyring.active_kid()).unwrap_or_default())?;
+            store.meta_set(
+                ACTIVE_KEY,
+                &serde_json::to_vec(keyring.active_kid()).unwrap_or_default(),
+            )?;
             Ok(())
         }
         Some(stored) if keyring.has(&stored) => check(store, keyring, &stored),
@@ -153,8 +169,11 @@ fn check(store: &Store, keyring: &Keyring, kid: &KeyId) -> Result<(), KeysError>
     let Some(bytes) = store.meta_get(&key)? else {
         return Err(KeysError::CheckFailed(kid.to_string()));
     };
-    let sealed = serde_json::from_slice(&bytes)
-        .map_err(|e| StoreError::Corrupt { tree: "meta", key: key.clone(), reason: e.to_string() })?;
+    let sealed = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+        tree: "meta",
+        key: key.clone(),
+        reason: e.to_string(),
+    })?;
     match keyring.open("", CHECK_KIND, &sealed) {
         Ok(plain) if plain.as_slice() == CHECK_PLAINTEXT => Ok(()),
         _ => Err(KeysError::CheckFailed(kid.to_string())),
@@ -176,13 +195,20 @@ pub struct RotationReport {
 /// store (as at startup). Restartable: until it finishes, `meta/key_rotating` names the new
 /// key, the daemon refuses to start, and running it again with the same keys completes it.
 /// Each record is swapped only if unchanged since it was read.
-pub fn rotate(store: &Store, current: MasterKey, new_key: MasterKey, source_path: &Path) -> Result<RotationReport, KeysError> {
+pub fn rotate(
+    store: &Store,
+    current: MasterKey,
+    new_key: MasterKey,
+    source_path: &Path,
+) -> Result<RotationReport, KeysError> {
     let from = current.kid().to_string();
     let to = new_key.kid().to_string();
     let keyring = Keyring::with_older(new_key, vec![current]);
     if let Some(rotating) = store.meta_get(ROTATING_KEY)? {
         if rotating != serde_json::to_vec(keyring.active_kid()).unwrap_or_default() {
-            let rotating = String::from_utf8_lossy(&rotating).trim_matches('"').to_owned();
+            let rotating = String::from_utf8_lossy(&rotating)
+                .trim_matches('"')
+                .to_owned();
             return Err(KeysError::RotationUnfinished { to: rotating });
         }
     }
@@ -197,7 +223,10 @@ pub fn rotate(store: &Store, current: MasterKey, new_key: MasterKey, source_path
         }
         None => {}
     }
-    store.meta_set(ROTATING_KEY, &serde_json::to_vec(keyring.active_kid()).unwrap_or_default())?;
+    store.meta_set(
+        ROTATING_KEY,
+        &serde_json::to_vec(keyring.active_kid()).unwrap_or_default(),
+    )?;
     write_check(store, &keyring)?;
     let mut resealed = 0;
     for (user_id, record) in store.all_credentials()? {
@@ -211,7 +240,10 @@ pub fn rotate(store: &Store, current: MasterKey, new_key: MasterKey, source_path
             resealed += 1;
         }
     }
-    store.meta_set(ACTIVE_KEY, &serde_json::to_vec(keyring.active_kid()).unwrap_or_default())?;
+    store.meta_set(
+        ACTIVE_KEY,
+        &serde_json::to_vec(keyring.active_kid()).unwrap_or_default(),
+    )?;
     store.meta_remove(ROTATING_KEY)?;
     Ok(RotationReport { from, to, resealed })
 }

@@ -36,7 +36,9 @@ fn initial_filter(settings: &LogSettings) -> EnvFilter {
         .ok()
         .filter(|v| !v.is_empty())
         .and_then(|v| EnvFilter::try_new(v).ok())
-        .unwrap_or_else(|| EnvFilter::try_new(&settings.level).unwrap_or_else(|_| EnvFilter::new("info")))
+        .unwrap_or_else(|| {
+            EnvFilter::try_new(&settings.level).unwrap_or_else(|_| EnvFilter::new("info"))
+        })
 }
 
 /// Installs the global subscriber. Call once, first thing.

@@ -108,12 +108,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { listen } => *listen,
         _ => None,
     };
-    let flags = FlagOverrides { listen, data_dir: cli.data_dir.clone(), log_level: cli.log_level.clone() };
+    let flags = FlagOverrides {
+        listen,
+        data_dir: cli.data_dir.clone(),
+        log_level: cli.log_level.clone(),
+    };
     let settings = Settings::load(cli.config.as_deref(), std::env::vars(), &flags)?;
     let key_options = KeyOptions::from_env(cli.master_key_file.clone());
     match cli.command {
         Command::Serve { .. } => serve(settings, key_options),
-        Command::Config { command: ConfigCommand::Check } => {
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => {
             print!("{}", settings.to_toml());
             Ok(())
         }
@@ -132,13 +138,20 @@ fn serve(settings: Settings, key_options: KeyOptions) -> anyhow::Result<()> {
     actix_rt::System::new().block_on(daemon::run(prepared, listener, Some(log)))
 }
 
-fn rotate_key(settings: Settings, key_options: KeyOptions, new_key_file: PathBuf) -> anyhow::Result<()> {
+fn rotate_key(
+    settings: Settings,
+    key_options: KeyOptions,
+    new_key_file: PathBuf,
+) -> anyhow::Result<()> {
     let prepared = daemon::prepare(settings, &key_options)?;
     let current_path = prepared.key_source.path().to_path_buf();
     let current = MasterKey::load(&current_path)?;
     let new_key = MasterKey::load(&new_key_file)?;
     if new_key.kid() == current.kid() {
-        bail!("the new key file holds the key already in use (id {})", current.kid());
+        bail!(
+            "the new key file holds the key already in use (id {})",
+            current.kid()
+        );
     }
     let report = sashad::keys::rotate(&prepared.store, current, new_key, &current_path)?;
     println!(
@@ -153,8 +166,12 @@ fn rotate_key(settings: Settings, key_options: KeyOptions, new_key_file: PathBuf
 }
 
 fn open_store(settings: &Settings) -> anyhow::Result<Store> {
-    Store::open(&settings.storage.data_dir)
-        .with_context(|| format!("cannot open the store in {}", settings.storage.data_dir.display()))
+    Store::open(&settings.storage.data_dir).with_context(|| {
+        format!(
+            "cannot open the store in {}",
+            settings.storage.data_dir.display()
+        )
+    })
 }
 
 fn user(settings: Settings, _key_options: KeyOptions, command: UserCommand) -> anyhow::Result<()> {
@@ -165,11 +182,15 @@ fn user(settings: Settings, _key_options: KeyOptions, command: UserCommand) -> a
             let password = read_password()?;
             sashad::accounts::validate_password(&password, settings.auth.min_password_length)
                 .map_err(anyhow::Error::msg)?;
-            let hash = sashad::accounts::hash_password(&password).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let hash =
+                sashad::accounts::hash_password(&password).map_err(|e| anyhow::anyhow!("{e}"))?;
             let role = if admin { Role::Admin } else { Role::User };
             match store.create_user(&username, &hash, role, Admission::Admin)? {
                 CreateUser::Created(user) => {
-                    println!("created {} ({:?}, id {})", user.username, user.role, user.id)
+                    println!(
+                        "created {} ({:?}, id {})",
+                        user.username, user.role, user.id
+                    )
                 }
                 CreateUser::Taken => bail!("username {username} is taken"),
                 CreateUser::Closed => bail!("cannot create users"),
@@ -178,7 +199,7 @@ fn user(settings: Settings, _key_options: KeyOptions, command: UserCommand) -> a
         UserCommand::Disable { username } => set_disabled(&store, &username, true)?,
         UserCommand::Enable { username } => set_disabled(&store, &username, false)?,
         UserCommand::List => {
-            println!("{:<32}  {:<24}  {:<5}  {}", "ID", "USERNAME", "ROLE", "STATUS");
+            println!("{:<32}  {:<24}  {:<5}  STATUS", "ID", "USERNAME", "ROLE");
             for u in store.list_users()? {
                 let role = match u.role {
                     Role::Admin => "admin",
@@ -193,9 +214,15 @@ fn user(settings: Settings, _key_options: KeyOptions, command: UserCommand) -> a
 }
 
 fn set_disabled(store: &Store, username: &str, disabled: bool) -> anyhow::Result<()> {
-    let Some(user) = store.user_by_name(username)? else { bail!("no user named {username}") };
+    let Some(user) = store.user_by_name(username)? else {
+        bail!("no user named {username}")
+    };
     store.set_disabled(&user.id, disabled)?;
-    println!("{} {}", if disabled { "disabled" } else { "enabled" }, user.username);
+    println!(
+        "{} {}",
+        if disabled { "disabled" } else { "enabled" },
+        user.username
+    );
     Ok(())
 }
 
@@ -206,7 +233,10 @@ fn read_password() -> anyhow::Result<zeroize::Zeroizing<String>> {
         eprint!("password (input is visible; pipe it in to avoid that): ");
     }
     let mut line = zeroize::Zeroizing::new(String::new());
-    stdin.lock().read_line(&mut line).context("cannot read the password from stdin")?;
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read the password from stdin")?;
     let trimmed = zeroize::Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned());
     if trimmed.is_empty() {
         bail!("no password on stdin: pipe it in, e.g. `printf '%s\\n' \"$PW\" | sashad user add NAME`");

@@ -51,7 +51,15 @@ pub mod trees {
     /// session id → [`super::SessionRecord`].
     pub const SESSIONS: &str = "sessions";
     /// Every tree, for checks that span them all.
-    pub const ALL: &[&str] = &[META, USERS, USERS_BY_NAME, TOKENS, CREDENTIALS, OAUTH_PENDING, SESSIONS];
+    pub const ALL: &[&str] = &[
+        META,
+        USERS,
+        USERS_BY_NAME,
+        TOKENS,
+        CREDENTIALS,
+        OAUTH_PENDING,
+        SESSIONS,
+    ];
 }
 
 /// Errors of the store. None of them carries record contents.
@@ -270,7 +278,9 @@ struct Inner {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("data_dir", &self.inner.data_dir).finish()
+        f.debug_struct("Store")
+            .field("data_dir", &self.inner.data_dir)
+            .finish()
     }
 }
 
@@ -282,7 +292,11 @@ impl Store {
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         let io = |context, path: &Path| {
             let path = path.to_path_buf();
-            move |source| StoreError::Io { context, path, source }
+            move |source| StoreError::Io {
+                context,
+                path,
+                source,
+            }
         };
         fs::create_dir_all(data_dir).map_err(io("cannot create data directory", data_dir))?;
         fs::set_permissions(data_dir, fs::Permissions::from_mode(0o700))
@@ -291,7 +305,13 @@ impl Store {
         let lock = acquire_lock(&lock_path, data_dir)?;
         let db_path = data_dir.join(STORE_DIR);
         let db = ::sled::Config::new().path(&db_path).open()?;
-        let store = Self { inner: Arc::new(Inner { db, data_dir: data_dir.to_path_buf(), _lock: lock }) };
+        let store = Self {
+            inner: Arc::new(Inner {
+                db,
+                data_dir: data_dir.to_path_buf(),
+                _lock: lock,
+            }),
+        };
         migrate::migrate(&store)?;
         Ok(store)
     }
@@ -327,7 +347,11 @@ impl Store {
 fn acquire_lock(lock_path: &Path, data_dir: &Path) -> Result<File, StoreError> {
     let io = |context| {
         let path = lock_path.to_path_buf();
-        move |source| StoreError::Io { context, path, source }
+        move |source| StoreError::Io {
+            context,
+            path,
+            source,
+        }
     };
     let mut file = OpenOptions::new()
         .read(true)
@@ -346,7 +370,10 @@ fn acquire_lock(lock_path: &Path, data_dir: &Path) -> Result<File, StoreError> {
         Err(std::fs::TryLockError::WouldBlock) => {
             let mut text = String::new();
             let _ = file.read_to_string(&mut text);
-            Err(StoreError::InUse { path: data_dir.to_path_buf(), pid: text.trim().parse().ok() })
+            Err(StoreError::InUse {
+                path: data_dir.to_path_buf(),
+                pid: text.trim().parse().ok(),
+            })
         }
         Err(std::fs::TryLockError::Error(e)) => Err(io("cannot lock")(e)),
     }
@@ -369,7 +396,11 @@ fn printable_key(key: &[u8]) -> String {
 }
 
 /// Parses a record, naming tree and key when it does not parse.
-fn decode<T: for<'de> Deserialize<'de>>(tree: &'static str, key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+fn decode<T: for<'de> Deserialize<'de>>(
+    tree: &'static str,
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
         tree,
         key: printable_key(key),

@@ -58,6 +58,9 @@ pub async fn validate_api_key(
         StatusCode::FORBIDDEN => Err(UpstreamError::ApiKeyForbidden),
         StatusCode::TOO_MANY_REQUESTS => Ok(KeyCheck::RateLimited),
         s if s.as_u16() == 529 => Ok(KeyCheck::RateLimited),
-        s => Err(UpstreamError::Unavailable(format!("the API answered {}", s.as_u16()))),
+        s => Err(UpstreamError::Unavailable(format!(
+            "the API answered {}",
+            s.as_u16()
+        ))),
     }
 }

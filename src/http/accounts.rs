@@ -8,7 +8,10 @@ use zeroize::Zeroizing;
 
 use super::auth::{authenticate, check_origin, clear_cookie, client_ip, session_cookie, Authed};
 use super::AppState;
-use crate::accounts::{hash_password, new_token, validate_password, validate_username, verify_against_dummy, verify_password};
+use crate::accounts::{
+    hash_password, new_token, validate_password, validate_username, verify_against_dummy,
+    verify_password,
+};
 use crate::config::RegistrationPolicy;
 use crate::error::Error;
 use crate::store::{now, Admission, CreateUser, Role, TokenKind, TokenRecord, UserRecord};
@@ -85,7 +88,9 @@ struct Credentials {
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials").field("username", &self.username).finish_non_exhaustive()
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
     }
 }
 
@@ -115,14 +120,21 @@ async fn register(
             return Err(registration_closed());
         }
     };
-    let role = if admin.is_some() { body.role.unwrap_or(Role::User) } else { Role::User };
+    let role = if admin.is_some() {
+        body.role.unwrap_or(Role::User)
+    } else {
+        Role::User
+    };
     let password = body.password.clone();
     let hash = web::block(move || hash_password(&password))
         .await
         .map_err(|e| Error::Internal(e.to_string()))?
         .map_err(|e| Error::Internal(e.to_string()))?;
     let username = body.username.clone();
-    let outcome = state.store.run(move |s| s.create_user(&username, &hash, role, admission)).await?;
+    let outcome = state
+        .store
+        .run(move |s| s.create_user(&username, &hash, role, admission))
+        .await?;
     match outcome {
         CreateUser::Created(user) => {
             tracing::info!(
@@ -138,7 +150,10 @@ async fn register(
 }
 
 fn registration_closed() -> Error {
-    Error::forbidden("registration_closed", "registration is closed; ask an admin to create your account")
+    Error::forbidden(
+        "registration_closed",
+        "registration is closed; ask an admin to create your account",
+    )
 }
 
 #[derive(Serialize)]
@@ -206,18 +221,26 @@ async fn login(
         created_at: now(),
         expires_at: now() + ttl.as_secs() as i64,
     };
-    state.store.run(move |s| s.insert_token(&hash, &record)).await?;
+    state
+        .store
+        .run(move |s| s.insert_token(&hash, &record))
+        .await?;
     tracing::info!(user_id = %user.id, "logged in");
     Ok(HttpResponse::Ok()
         .cookie(session_cookie(&token, ttl, state.secure_cookies))
-        .json(LoginAnswer { token: &token, user: UserView::from(&user) }))
+        .json(LoginAnswer {
+            token: &token,
+            user: UserView::from(&user),
+        }))
 }
 
 async fn logout(authed: Authed, state: web::Data<AppState>) -> Result<HttpResponse, Error> {
     let hash = authed.token_hash;
     state.store.run(move |s| s.remove_token(&hash)).await?;
     tracing::info!(user_id = %authed.user.id, "logged out");
-    Ok(HttpResponse::build(StatusCode::NO_CONTENT).cookie(clear_cookie(state.secure_cookies)).finish())
+    Ok(HttpResponse::build(StatusCode::NO_CONTENT)
+        .cookie(clear_cookie(state.secure_cookies))
+        .finish())
 }
 
 async fn me(authed: Authed) -> HttpResponse {

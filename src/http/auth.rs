@@ -60,10 +60,13 @@ impl Authed {
 pub fn presented_token(req: &HttpRequest) -> Option<(String, AuthVia)> {
     if let Some(value) = req.headers().get(header::AUTHORIZATION) {
         let value = value.to_str().ok()?;
-        let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))?;
         return Some((token.trim().to_owned(), AuthVia::Bearer));
     }
-    req.cookie(SESSION_COOKIE).map(|c| (c.value().to_owned(), AuthVia::Cookie))
+    req.cookie(SESSION_COOKIE)
+        .map(|c| (c.value().to_owned(), AuthVia::Cookie))
 }
 
 /// Whether the method changes state (everything but GET, HEAD and OPTIONS).
@@ -99,12 +102,14 @@ pub async fn authenticate(req: &HttpRequest, state: &web::Data<AppState>) -> Res
     let store = state.store.clone();
     let found = store
         .run(move |s| {
-            let Some(record) = s.token(&hash)? else { return Ok(None) };
+            let Some(record) = s.token(&hash)? else {
+                return Ok(None);
+            };
             if record.expires_at <= now() {
                 s.remove_token(&hash)?;
                 return Ok(None);
             }
-            Ok(s.user(&record.user_id)?)
+            s.user(&record.user_id)
         })
         .await?;
     let user = found.ok_or_else(|| Error::Unauthenticated {
@@ -117,7 +122,11 @@ pub async fn authenticate(req: &HttpRequest, state: &web::Data<AppState>) -> Res
             message: "this account is disabled; ask an admin".into(),
         });
     }
-    Ok(Authed { user, via, token_hash: hash })
+    Ok(Authed {
+        user,
+        via,
+        token_hash: hash,
+    })
 }
 
 impl FromRequest for Authed {
@@ -148,7 +157,9 @@ pub fn session_cookie(token: &str, ttl: Duration, secure: bool) -> Cookie<'stati
         .http_only(true)
         .same_site(SameSite::Strict)
         .secure(secure)
-        .max_age(actix_web::cookie::time::Duration::seconds(ttl.as_secs() as i64))
+        .max_age(actix_web::cookie::time::Duration::seconds(
+            ttl.as_secs() as i64
+        ))
         .finish()
 }
 
@@ -162,7 +173,10 @@ pub fn clear_cookie(secure: bool) -> Cookie<'static> {
 /// The client's address for rate limits: the socket peer, or the first `X-Forwarded-For` hop
 /// when `server.trust_forwarded_for` is set.
 pub fn client_ip(req: &HttpRequest, trust_forwarded_for: bool) -> IpAddr {
-    let peer = req.peer_addr().map(|a| a.ip()).unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let peer = req
+        .peer_addr()
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
     if !trust_forwarded_for {
         return peer;
     }

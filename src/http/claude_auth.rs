@@ -61,7 +61,11 @@ fn view(state: &AppState, record: Option<&CredentialRecord>) -> StatusView {
         validation: record.map(|r| r.validation),
         expires_at: record.and_then(|r| r.expires_at).map(rfc3339),
         needs_reauth: record.is_some_and(|r| r.needs_reauth),
-        methods: Methods { api_key: true, oauth: subscription, setup_token: subscription },
+        methods: Methods {
+            api_key: true,
+            oauth: subscription,
+            setup_token: subscription,
+        },
     }
 }
 
@@ -94,8 +98,12 @@ async fn set_api_key(
             return Err(e.into());
         }
     };
-    let credential = Credential::ApiKey { key: key.to_owned() };
-    let sealed = state.keyring.seal(&user_id, SEAL_KIND, &credential.to_plaintext())?;
+    let credential = Credential::ApiKey {
+        key: key.to_owned(),
+    };
+    let sealed = state
+        .keyring
+        .seal(&user_id, SEAL_KIND, &credential.to_plaintext())?;
     let record = CredentialRecord {
         v: 1,
         kind: credential.kind(),
@@ -113,7 +121,10 @@ async fn set_api_key(
     };
     drop(credential);
     let uid = user_id.clone();
-    let stored = state.store.run(move |s| s.put_credential(&uid, record)).await?;
+    let stored = state
+        .store
+        .run(move |s| s.put_credential(&uid, record))
+        .await?;
     tracing::info!(user_id = %user_id, validation = ?stored.validation, "API key stored");
     Ok(HttpResponse::Ok().json(view(&state, Some(&stored))))
 }
@@ -126,7 +137,10 @@ async fn status(authed: Authed, state: web::Data<AppState>) -> Result<HttpRespon
 
 async fn disconnect(authed: Authed, state: web::Data<AppState>) -> Result<HttpResponse, Error> {
     let user_id = authed.user.id.clone();
-    let existed = state.store.run(move |s| s.delete_credential(&user_id)).await?;
+    let existed = state
+        .store
+        .run(move |s| s.delete_credential(&user_id))
+        .await?;
     tracing::info!(user_id = %authed.user.id, existed, "credential deleted");
     Ok(HttpResponse::NoContent().finish())
 }

@@ -21,11 +21,14 @@ const STEPS: &[Step] = &[];
 pub(super) fn migrate(store: &Store) -> Result<(), StoreError> {
     let found = match store.meta_get(VERSION_KEY)? {
         Some(bytes) => {
-            let raw: [u8; 4] = bytes.as_slice().try_into().map_err(|_| StoreError::Corrupt {
-                tree: trees::META,
-                key: VERSION_KEY.into(),
-                reason: format!("expected 4 bytes, found {}", bytes.len()),
-            })?;
+            let raw: [u8; 4] = bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt {
+                    tree: trees::META,
+                    key: VERSION_KEY.into(),
+                    reason: format!("expected 4 bytes, found {}", bytes.len()),
+                })?;
             u32::from_be_bytes(raw)
         }
         None => {
@@ -42,7 +45,10 @@ pub(super) fn migrate(store: &Store) -> Result<(), StoreError> {
         }
     };
     if found > SCHEMA_VERSION {
-        return Err(StoreError::NewerSchema { found, supported: SCHEMA_VERSION });
+        return Err(StoreError::NewerSchema {
+            found,
+            supported: SCHEMA_VERSION,
+        });
     }
     for version in found..SCHEMA_VERSION {
         let step = STEPS.get(version as usize - 1).ok_or(StoreError::Corrupt {
@@ -66,8 +72,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = Store::open(dir.path()).unwrap();
-            assert_eq!(store.meta_get(VERSION_KEY).unwrap().unwrap(), SCHEMA_VERSION.to_be_bytes());
-            store.meta_set(VERSION_KEY, &(SCHEMA_VERSION + 1).to_be_bytes()).unwrap();
+            assert_eq!(
+                store.meta_get(VERSION_KEY).unwrap().unwrap(),
+                SCHEMA_VERSION.to_be_bytes()
+            );
+            store
+                .meta_set(VERSION_KEY, &(SCHEMA_VERSION + 1).to_be_bytes())
+                .unwrap();
         }
         let err = Store::open(dir.path()).unwrap_err();
         assert!(matches!(err, StoreError::NewerSchema { .. }), "{err}");

@@ -154,7 +154,9 @@ impl Store {
     /// updated user, or `None` when there is no such user.
     pub fn set_disabled(&self, id: &str, disabled: bool) -> Result<Option<UserRecord>, StoreError> {
         let users = self.tree(trees::USERS)?;
-        let Some(bytes) = users.get(id)? else { return Ok(None) };
+        let Some(bytes) = users.get(id)? else {
+            return Ok(None);
+        };
         let mut user: UserRecord = decode(trees::USERS, id.as_bytes(), &bytes)?;
         user.disabled = disabled;
         users.insert(id.as_bytes(), encode(&user))?;
@@ -256,10 +258,16 @@ impl Store {
     ) -> Result<Option<CredentialRecord>, StoreError> {
         let tree = self.tree(trees::CREDENTIALS)?;
         loop {
-            let Some(old) = tree.get(user_id)? else { return Ok(None) };
-            let mut record: CredentialRecord = decode(trees::CREDENTIALS, user_id.as_bytes(), &old)?;
+            let Some(old) = tree.get(user_id)? else {
+                return Ok(None);
+            };
+            let mut record: CredentialRecord =
+                decode(trees::CREDENTIALS, user_id.as_bytes(), &old)?;
             f(&mut record);
-            if tree.compare_and_swap(user_id, Some(old), Some(encode(&record)))?.is_ok() {
+            if tree
+                .compare_and_swap(user_id, Some(old), Some(encode(&record)))?
+                .is_ok()
+            {
                 self.flush()?;
                 return Ok(Some(record));
             }
@@ -314,7 +322,8 @@ impl Store {
 
     /// Stores a session record.
     pub fn put_session(&self, record: &SessionRecord) -> Result<(), StoreError> {
-        self.tree(trees::SESSIONS)?.insert(record.id.as_bytes(), encode(record))?;
+        self.tree(trees::SESSIONS)?
+            .insert(record.id.as_bytes(), encode(record))?;
         self.flush()
     }
 
@@ -338,7 +347,10 @@ impl Store {
 
     /// Number of records in each tree, for `user list` and diagnostics.
     pub fn tree_sizes(&self) -> Result<Vec<(&'static str, usize)>, StoreError> {
-        trees::ALL.iter().map(|name| Ok((*name, self.tree(name)?.len()))).collect()
+        trees::ALL
+            .iter()
+            .map(|name| Ok((*name, self.tree(name)?.len())))
+            .collect()
     }
 }
 
@@ -358,22 +370,28 @@ mod tests {
     #[test]
     fn first_user_is_admin_and_policy_closes_registration() {
         let (_dir, store) = open();
-        let CreateUser::Created(first) =
-            store.create_user("Alice", "h", Role::User, Admission::FirstUserOnly).unwrap()
+        let CreateUser::Created(first) = store
+            .create_user("Alice", "h", Role::User, Admission::FirstUserOnly)
+            .unwrap()
         else {
             panic!()
         };
         assert_eq!(first.role, Role::Admin);
         assert!(matches!(
-            store.create_user("bob", "h", Role::User, Admission::FirstUserOnly).unwrap(),
+            store
+                .create_user("bob", "h", Role::User, Admission::FirstUserOnly)
+                .unwrap(),
             CreateUser::Closed
         ));
         assert!(matches!(
-            store.create_user("ALICE", "h", Role::User, Admission::Admin).unwrap(),
+            store
+                .create_user("ALICE", "h", Role::User, Admission::Admin)
+                .unwrap(),
             CreateUser::Taken
         ));
-        let CreateUser::Created(bob) =
-            store.create_user("bob", "h", Role::User, Admission::Admin).unwrap()
+        let CreateUser::Created(bob) = store
+            .create_user("bob", "h", Role::User, Admission::Admin)
+            .unwrap()
         else {
             panic!()
         };
@@ -387,24 +405,35 @@ mod tests {
         let (dir, _store) = open();
         let err = Store::open(dir.path()).unwrap_err();
         assert!(err.to_string().contains("database in use"), "{err}");
-        assert!(err.to_string().contains(&std::process::id().to_string()), "{err}");
+        assert!(
+            err.to_string().contains(&std::process::id().to_string()),
+            "{err}"
+        );
     }
 
     #[test]
     fn a_corrupt_record_names_tree_and_key() {
         let (_dir, store) = open();
-        store.tree(trees::USERS).unwrap().insert("deadbeef", &b"{not json"[..]).unwrap();
+        store
+            .tree(trees::USERS)
+            .unwrap()
+            .insert("deadbeef", &b"{not json"[..])
+            .unwrap();
         let err = store.user("deadbeef").unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("\"users\"") && text.contains("deadbeef"), "{text}");
+        assert!(
+            text.contains("\"users\"") && text.contains("deadbeef"),
+            "{text}"
+        );
         assert!(store.list_users().is_err());
     }
 
     #[test]
     fn disabling_revokes_tokens() {
         let (_dir, store) = open();
-        let CreateUser::Created(user) =
-            store.create_user("a", "h", Role::User, Admission::Open).unwrap()
+        let CreateUser::Created(user) = store
+            .create_user("a", "h", Role::User, Admission::Open)
+            .unwrap()
         else {
             panic!()
         };
@@ -443,9 +472,15 @@ mod tests {
         assert_eq!(first.generation, 1);
         let second = store.put_credential("u", record.clone()).unwrap();
         assert_eq!(second.generation, 2);
-        assert!(!store.replace_credential("u", &first, &record).unwrap(), "stale expected value");
+        assert!(
+            !store.replace_credential("u", &first, &record).unwrap(),
+            "stale expected value"
+        );
         assert!(store.replace_credential("u", &second, &record).unwrap());
-        let updated = store.update_credential("u", |r| r.needs_reauth = true).unwrap().unwrap();
+        let updated = store
+            .update_credential("u", |r| r.needs_reauth = true)
+            .unwrap()
+            .unwrap();
         assert!(updated.needs_reauth);
         assert!(store.delete_credential("u").unwrap());
         assert!(store.credential("u").unwrap().is_none());

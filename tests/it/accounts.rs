@@ -27,17 +27,24 @@ async fn first_user_is_admin_then_registration_closes() {
     assert_eq!(info.body["firstUser"], false);
     assert_eq!(info.body["registrationOpen"], false);
 
-    api.register("bob", PW).await.expect_error(403, "registration_closed");
+    api.register("bob", PW)
+        .await
+        .expect_error(403, "registration_closed");
 
     // An admin can always create users, with the same endpoint.
     let admin = api.user("alice", PW).await;
     let bob = admin.register("bob", PW).await.expect(201);
     assert_eq!(bob.body["role"], "user");
-    admin.register("BOB", PW).await.expect_error(409, "username_taken");
+    admin
+        .register("BOB", PW)
+        .await
+        .expect_error(409, "username_taken");
 
     // A non-admin cannot.
     let bob = api.user("bob", PW).await;
-    bob.register("carol", PW).await.expect_error(403, "registration_closed");
+    bob.register("carol", PW)
+        .await
+        .expect_error(403, "registration_closed");
     daemon.assert_logs_free_of(&[PW]);
 }
 
@@ -46,16 +53,28 @@ async fn bad_registrations_get_typed_errors() {
     let env = TestEnv::new();
     let daemon = env.start();
     let api = Api::new(daemon.base_url());
-    api.register("../etc", PW).await.expect_error(400, "invalid_username");
-    api.register("alice", "short").await.expect_error(400, "invalid_password");
-    api.post("/api/auth/register", json!({"username": "alice"})).await.expect_error(400, "invalid_json");
-    api.send_with(Method::POST, "/api/auth/register", None, |r| r.body("{not json").header("content-type", "application/json"))
+    api.register("../etc", PW)
+        .await
+        .expect_error(400, "invalid_username");
+    api.register("alice", "short")
+        .await
+        .expect_error(400, "invalid_password");
+    api.post("/api/auth/register", json!({"username": "alice"}))
         .await
         .expect_error(400, "invalid_json");
+    api.send_with(Method::POST, "/api/auth/register", None, |r| {
+        r.body("{not json")
+            .header("content-type", "application/json")
+    })
+    .await
+    .expect_error(400, "invalid_json");
     let big = "x".repeat(100 * 1024);
-    api.post("/api/auth/register", json!({"username": "alice", "password": big}))
-        .await
-        .expect_error(413, "payload_too_large");
+    api.post(
+        "/api/auth/register",
+        json!({"username": "alice", "password": big}),
+    )
+    .await
+    .expect_error(413, "payload_too_large");
     api.get("/api/nope").await.expect_error(404, "not_found");
     // Nothing was created by any of that.
     assert_eq!(api.get("/api/info").await.body["firstUser"], true);
@@ -68,21 +87,41 @@ async fn login_logout_and_wrong_password() {
     let api = Api::new(daemon.base_url());
     api.register("alice", PW).await.expect(201);
 
-    api.login("alice", "wrong password").await.expect_error(401, "invalid_credentials");
-    api.login("nobody", PW).await.expect_error(401, "invalid_credentials");
+    api.login("alice", "wrong password")
+        .await
+        .expect_error(401, "invalid_credentials");
+    api.login("nobody", PW)
+        .await
+        .expect_error(401, "invalid_credentials");
 
     let login = api.login("Alice", PW).await.expect(200);
     let token = login.body["token"].as_str().unwrap().to_owned();
     assert_eq!(token.len(), 43, "256 bits in base64url");
-    let cookie = login.headers.get("set-cookie").unwrap().to_str().unwrap().to_owned();
+    let cookie = login
+        .headers
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(cookie.starts_with("sashad_session="), "{cookie}");
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
 
     let me = api.with_token(&token);
-    assert_eq!(me.get("/api/auth/me").await.expect(200).body["username"], "alice");
+    assert_eq!(
+        me.get("/api/auth/me").await.expect(200).body["username"],
+        "alice"
+    );
     me.post("/api/auth/logout", json!({})).await.expect(204);
-    me.get("/api/auth/me").await.expect_error(401, "unauthenticated");
-    api.get("/api/auth/me").await.expect_error(401, "unauthenticated");
+    me.get("/api/auth/me")
+        .await
+        .expect_error(401, "unauthenticated");
+    api.get("/api/auth/me")
+        .await
+        .expect_error(401, "unauthenticated");
     daemon.assert_logs_free_of(&[PW, &token]);
 }
 
@@ -94,13 +133,24 @@ async fn login_is_rate_limited_per_username() {
     let api = Api::new(daemon.base_url());
     api.register("alice", PW).await.expect(201);
     for _ in 0..3 {
-        api.login("alice", "wrong password").await.expect_error(401, "invalid_credentials");
+        api.login("alice", "wrong password")
+            .await
+            .expect_error(401, "invalid_credentials");
     }
-    let limited = api.login("alice", PW).await.expect_error(429, "rate_limited");
-    let retry: u64 = limited.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    let limited = api
+        .login("alice", PW)
+        .await
+        .expect_error(429, "rate_limited");
+    let retry: u64 = limited.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=60).contains(&retry), "Retry-After {retry}");
     // Another username from the same address is not limited by alice's failures.
-    api.login("bob", PW).await.expect_error(401, "invalid_credentials");
+    api.login("bob", PW)
+        .await
+        .expect_error(401, "invalid_credentials");
 }
 
 #[tokio::test]
@@ -110,9 +160,13 @@ async fn login_is_rate_limited_per_address() {
     let daemon = env.start();
     let api = Api::new(daemon.base_url());
     for i in 0..4 {
-        api.login(&format!("user{i}"), PW).await.expect_error(401, "invalid_credentials");
+        api.login(&format!("user{i}"), PW)
+            .await
+            .expect_error(401, "invalid_credentials");
     }
-    api.login("someone-else", PW).await.expect_error(429, "rate_limited");
+    api.login("someone-else", PW)
+        .await
+        .expect_error(429, "rate_limited");
 }
 
 #[tokio::test]
@@ -131,9 +185,17 @@ async fn a_disabled_user_is_refused_and_their_tokens_stop_working() {
 
     let daemon = env.start();
     let bob = bob.with_token(bob.token.as_deref().unwrap());
-    let bob = crate::common::client::Api { base: daemon.base_url(), ..bob };
-    bob.get("/api/auth/me").await.expect_error(401, "unauthenticated");
-    Api::new(daemon.base_url()).login("bob", PW).await.expect_error(401, "account_disabled");
+    let bob = crate::common::client::Api {
+        base: daemon.base_url(),
+        ..bob
+    };
+    bob.get("/api/auth/me")
+        .await
+        .expect_error(401, "unauthenticated");
+    Api::new(daemon.base_url())
+        .login("bob", PW)
+        .await
+        .expect_error(401, "account_disabled");
 }
 
 #[tokio::test]
@@ -159,20 +221,41 @@ async fn cookie_writes_need_an_allowed_origin() {
         }
     };
     // A cookie read needs no Origin.
-    api.send_with(Method::GET, "/api/auth/me", None, with_cookie(None)).await.expect(200);
+    api.send_with(Method::GET, "/api/auth/me", None, with_cookie(None))
+        .await
+        .expect(200);
     // A cookie write from another site, or with no Origin, is refused, and changes nothing.
-    api.send_with(Method::DELETE, "/api/claude/auth", None, with_cookie(Some("https://evil.example")))
+    api.send_with(
+        Method::DELETE,
+        "/api/claude/auth",
+        None,
+        with_cookie(Some("https://evil.example")),
+    )
+    .await
+    .expect_error(403, "origin_not_allowed");
+    api.send_with(
+        Method::POST,
+        "/api/auth/logout",
+        Some(json!({})),
+        with_cookie(None),
+    )
+    .await
+    .expect_error(403, "origin_not_allowed");
+    api.send_with(Method::GET, "/api/auth/me", None, with_cookie(None))
         .await
-        .expect_error(403, "origin_not_allowed");
-    api.send_with(Method::POST, "/api/auth/logout", Some(json!({})), with_cookie(None))
-        .await
-        .expect_error(403, "origin_not_allowed");
-    api.send_with(Method::GET, "/api/auth/me", None, with_cookie(None)).await.expect(200);
+        .expect(200);
     // From the daemon's own origin it works.
-    api.send_with(Method::POST, "/api/auth/logout", Some(json!({})), with_cookie(Some(&daemon.origin())))
+    api.send_with(
+        Method::POST,
+        "/api/auth/logout",
+        Some(json!({})),
+        with_cookie(Some(&daemon.origin())),
+    )
+    .await
+    .expect(204);
+    api.send_with(Method::GET, "/api/auth/me", None, with_cookie(None))
         .await
-        .expect(204);
-    api.send_with(Method::GET, "/api/auth/me", None, with_cookie(None)).await.expect_error(401, "unauthenticated");
+        .expect_error(401, "unauthenticated");
     // Bearer writes need no Origin.
     let bearer = api.user("alice", PW).await;
     bearer.post("/api/auth/logout", json!({})).await.expect(204);
@@ -187,13 +270,23 @@ async fn operators_add_and_list_users_offline() {
     let out = env.run(&["user", "add", "carol"], &format!("{PW}\n"));
     assert!(out.status.success(), "{out:?}");
     let out = env.run(&["user", "list"], "");
-    assert!(out.stdout.contains("root") && out.stdout.contains("admin"), "{}", out.stdout);
-    assert!(out.stdout.contains("carol") && out.stdout.contains("user"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("root") && out.stdout.contains("admin"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("carol") && out.stdout.contains("user"),
+        "{}",
+        out.stdout
+    );
     assert!(!out.stdout.contains(PW) && !out.stderr.contains(PW));
 
     let daemon = env.start();
     let api = Api::new(daemon.base_url());
-    api.register("dave", PW).await.expect_error(403, "registration_closed");
+    api.register("dave", PW)
+        .await
+        .expect_error(403, "registration_closed");
     let root = api.user("root", PW).await;
     assert_eq!(root.get("/api/auth/me").await.body["role"], "admin");
     root.register("dave", PW).await.expect(201);

@@ -12,9 +12,17 @@ async fn healthz_and_readyz_answer_with_security_headers() {
     assert_eq!(health.body["status"], "ok");
     let ready = api.get("/readyz").await.expect(200);
     assert_eq!(ready.body["status"], "ready");
-    for header in ["x-content-type-options", "referrer-policy", "content-security-policy", "x-request-id"] {
+    for header in [
+        "x-content-type-options",
+        "referrer-policy",
+        "content-security-policy",
+        "x-request-id",
+    ] {
         assert!(ready.headers.contains_key(header), "missing {header}");
     }
     let csp = ready.headers["content-security-policy"].to_str().unwrap();
-    assert!(csp.contains("frame-ancestors 'none'") && !csp.contains("unsafe-inline"), "{csp}");
+    assert!(
+        csp.contains("frame-ancestors 'none'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
 }

@@ -22,7 +22,9 @@ fn credential_opens(env: &TestEnv, key_file: &std::path::Path) -> bool {
     let keyring = sashad::crypto::Keyring::new(sashad::crypto::MasterKey::load(key_file).unwrap());
     let user = store.user_by_name("alice").unwrap().unwrap();
     let record = store.credential(&user.id).unwrap().unwrap();
-    keyring.open(&user.id, sashad::credential::SEAL_KIND, &record.sealed).is_ok()
+    keyring
+        .open(&user.id, sashad::credential::SEAL_KIND, &record.sealed)
+        .is_ok()
 }
 
 #[tokio::test]
@@ -36,12 +38,24 @@ async fn restart_with_the_same_key_keeps_everything() {
     assert_eq!(daemon.stop().code(), Some(0));
 
     let daemon = env.start();
-    let alice = Api { base: daemon.base_url(), ..alice };
+    let alice = Api {
+        base: daemon.base_url(),
+        ..alice
+    };
     let status = alice.get("/api/claude/auth/status").await.expect(200);
-    assert_eq!(status.body["hint"], "sk-ant-…abcd", "the login token and credential survived");
+    assert_eq!(
+        status.body["hint"], "sk-ant-…abcd",
+        "the login token and credential survived"
+    );
     drop(daemon);
-    assert!(credential_opens(&env, env.master_key_file.as_ref().unwrap()));
-    assert!(!env.data_dir().join("master.key").exists(), "no key generated when one is given");
+    assert!(credential_opens(
+        &env,
+        env.master_key_file.as_ref().unwrap()
+    ));
+    assert!(
+        !env.data_dir().join("master.key").exists(),
+        "no key generated when one is given"
+    );
     assert_files_free_of(&env.data_dir(), &[KEY, PW]);
 }
 
@@ -57,21 +71,33 @@ async fn a_different_key_is_a_clear_error_and_destroys_nothing() {
     assert_eq!(daemon.stop().code(), Some(0));
 
     env.master_key_file = Some(env.key_file("key-b"));
-    let (status, output) = env.try_start().err().expect("must not start with another key");
+    let (status, output) = env
+        .try_start()
+        .err()
+        .expect("must not start with another key");
     assert_ne!(status.and_then(|s| s.code()), Some(0));
     assert!(output.contains("sealed with master key id"), "{output}");
     assert!(output.contains("original key"), "{output}");
 
     // Without any key, the daemon must not invent one over existing data either.
     env.master_key_file = None;
-    let (_, output) = env.try_start().err().expect("must not start without the key");
+    let (_, output) = env
+        .try_start()
+        .err()
+        .expect("must not start without the key");
     assert!(output.contains("no master key"), "{output}");
     assert!(!env.data_dir().join("master.key").exists());
 
     env.master_key_file = Some(original.clone());
     let daemon = env.start();
-    let alice = Api { base: daemon.base_url(), ..alice };
-    assert_eq!(alice.get("/api/claude/auth/status").await.body["hint"], "sk-ant-…abcd");
+    let alice = Api {
+        base: daemon.base_url(),
+        ..alice
+    };
+    assert_eq!(
+        alice.get("/api/claude/auth/status").await.body["hint"],
+        "sk-ant-…abcd"
+    );
     drop(daemon);
     assert!(credential_opens(&env, &original));
 }
@@ -88,21 +114,36 @@ async fn rotate_key_then_restart_with_only_the_new_key() {
     alice.set_api_key(KEY).await.expect(200);
     alice.register("bob", PW).await.expect(201);
     let bob = api.user("bob", PW).await;
-    bob.set_api_key("sk-ant-api03-BOBkey0000000000000000000000000000000000000000000000bbbb").await.expect(200);
+    bob.set_api_key("sk-ant-api03-BOBkey0000000000000000000000000000000000000000000000bbbb")
+        .await
+        .expect(200);
     assert_eq!(daemon.stop().code(), Some(0));
 
     let new = env.key_file("key-new");
     let out = env.run(&["rotate-key", "--new-key-file", new.to_str().unwrap()], "");
     assert!(out.status.success(), "{out:?}");
-    assert!(out.stdout.contains("re-sealed 2 record(s)"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("re-sealed 2 record(s)"),
+        "{}",
+        out.stdout
+    );
 
-    assert!(!credential_opens(&env, &old), "the old key no longer opens anything");
+    assert!(
+        !credential_opens(&env, &old),
+        "the old key no longer opens anything"
+    );
     assert!(credential_opens(&env, &new));
 
     env.master_key_file = Some(new);
     let daemon = env.start();
-    let alice = Api { base: daemon.base_url(), ..alice };
-    assert_eq!(alice.get("/api/claude/auth/status").await.body["hint"], "sk-ant-…abcd");
+    let alice = Api {
+        base: daemon.base_url(),
+        ..alice
+    };
+    assert_eq!(
+        alice.get("/api/claude/auth/status").await.body["hint"],
+        "sk-ant-…abcd"
+    );
 
     // The old key is now refused at startup.
     drop(daemon);
@@ -133,7 +174,10 @@ async fn bad_key_files_stop_startup_with_a_fix() {
     std::fs::write(&key, "too short").unwrap();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let (_, output) = env.try_start().err().expect("short key refused");
-    assert!(output.contains("wrong length") && output.contains("openssl rand -hex 32"), "{output}");
+    assert!(
+        output.contains("wrong length") && output.contains("openssl rand -hex 32"),
+        "{output}"
+    );
 }
 
 #[tokio::test]
@@ -156,8 +200,13 @@ async fn invalid_config_is_refused_with_the_key_named() {
     assert!(out.stderr.contains("live_kids"), "{}", out.stderr);
 
     let mut env = TestEnv::new();
-    env.env.push(("SASHAD__SESSIONS__IDLE_TIMEOUT".into(), "2m".into()));
+    env.env
+        .push(("SASHAD__SESSIONS__IDLE_TIMEOUT".into(), "2m".into()));
     let out = env.run(&["config", "check"], "");
     assert!(out.status.success(), "{out:?}");
-    assert!(out.stdout.contains("idle_timeout = \"2m\""), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("idle_timeout = \"2m\""),
+        "{}",
+        out.stdout
+    );
 }

@@ -22,7 +22,9 @@ async fn no_secret_reaches_the_logs_or_the_disk_in_plaintext() {
     mock.set_models_behavior(bad_key, Behavior::Status(401));
 
     api.register("alice", password).await.expect(201);
-    api.login("alice", "pw-SECRET-wrong-guess").await.expect(401);
+    api.login("alice", "pw-SECRET-wrong-guess")
+        .await
+        .expect(401);
     let login = api.login("alice", password).await.expect(200);
     let token = login.body["token"].as_str().unwrap().to_owned();
     let alice = api.with_token(&token);
@@ -30,11 +32,24 @@ async fn no_secret_reaches_the_logs_or_the_disk_in_plaintext() {
     alice.set_api_key(oauth_like).await.expect(400);
     alice.set_api_key(key).await.expect(200);
     alice.get("/api/claude/auth/status").await.expect(200);
-    alice.post("/api/auth/register", json!({"username": "bob", "password": password})).await.expect(201);
+    alice
+        .post(
+            "/api/auth/register",
+            json!({"username": "bob", "password": password}),
+        )
+        .await
+        .expect(201);
     alice.post("/api/auth/logout", json!({})).await.expect(204);
     assert_eq!(daemon.stop().code(), Some(0));
 
-    let secrets = [password, "pw-SECRET-wrong-guess", key, bad_key, oauth_like, token.as_str()];
+    let secrets = [
+        password,
+        "pw-SECRET-wrong-guess",
+        key,
+        bad_key,
+        oauth_like,
+        token.as_str(),
+    ];
     let logs = daemon.logs.text();
     assert!(logs.lines().count() > 10, "trace logging produced output");
     assert_text_free_of("the daemon's logs", &logs, &secrets);

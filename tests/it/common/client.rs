@@ -19,14 +19,24 @@ impl Answer {
 
     #[track_caller]
     pub fn expect(self, status: u16) -> Self {
-        assert_eq!(self.status.as_u16(), status, "unexpected answer: {:?}", self.body);
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected answer: {:?}",
+            self.body
+        );
         self
     }
 
     /// Asserts status and error code, and that the body is a typed error with a message.
     #[track_caller]
     pub fn expect_error(self, status: u16, code: &str) -> Self {
-        assert_eq!(self.status.as_u16(), status, "unexpected answer: {:?}", self.body);
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected answer: {:?}",
+            self.body
+        );
         assert_eq!(self.code(), code, "unexpected error body: {:?}", self.body);
         assert!(
             self.body["message"].as_str().is_some_and(|m| !m.is_empty()),
@@ -58,7 +68,10 @@ impl Api {
     }
 
     pub fn with_token(&self, token: &str) -> Self {
-        Self { token: Some(token.to_owned()), ..self.clone() }
+        Self {
+            token: Some(token.to_owned()),
+            ..self.clone()
+        }
     }
 
     pub async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Answer {
@@ -89,7 +102,11 @@ impl Api {
             serde_json::from_slice(&bytes)
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         };
-        Answer { status, body, headers }
+        Answer {
+            status,
+            body,
+            headers,
+        }
     }
 
     pub async fn get(&self, path: &str) -> Answer {
@@ -105,11 +122,19 @@ impl Api {
     }
 
     pub async fn register(&self, username: &str, password: &str) -> Answer {
-        self.post("/api/auth/register", json!({"username": username, "password": password})).await
+        self.post(
+            "/api/auth/register",
+            json!({"username": username, "password": password}),
+        )
+        .await
     }
 
     pub async fn login(&self, username: &str, password: &str) -> Answer {
-        self.post("/api/auth/login", json!({"username": username, "password": password})).await
+        self.post(
+            "/api/auth/login",
+            json!({"username": username, "password": password}),
+        )
+        .await
     }
 
     /// Registers (if allowed) and logs in, returning an authenticated client.
@@ -120,6 +145,7 @@ impl Api {
     }
 
     pub async fn set_api_key(&self, key: &str) -> Answer {
-        self.post("/api/claude/auth/api-key", json!({"apiKey": key})).await
+        self.post("/api/claude/auth/api-key", json!({"apiKey": key}))
+            .await
     }
 }

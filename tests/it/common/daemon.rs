@@ -39,9 +39,17 @@ pub struct TestEnv {
 impl TestEnv {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut env = Self { dir, config: BTreeMap::new(), env: Vec::new(), master_key_file: None };
+        let mut env = Self {
+            dir,
+            config: BTreeMap::new(),
+            env: Vec::new(),
+            master_key_file: None,
+        };
         env.set("server.listen", "127.0.0.1:0");
-        env.set("storage.data_dir", env.data_dir().to_str().unwrap().to_owned());
+        env.set(
+            "storage.data_dir",
+            env.data_dir().to_str().unwrap().to_owned(),
+        );
         env.set("log.level", "debug");
         // Tests log in often; the limits have their own test.
         env.set("auth.login_attempts_per_username", 1000);
@@ -75,7 +83,10 @@ impl TestEnv {
             let table = root
                 .entry(section.to_owned())
                 .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            table.as_table_mut().unwrap().insert(name.to_owned(), value.clone());
+            table
+                .as_table_mut()
+                .unwrap()
+                .insert(name.to_owned(), value.clone());
         }
         let path = self.dir.path().join("sashad.toml");
         std::fs::write(&path, toml::to_string(&root).unwrap()).unwrap();
@@ -134,12 +145,19 @@ impl TestEnv {
         let found = logs.wait_for(START_DEADLINE, |lines| {
             lines.iter().find_map(|l| {
                 let rest = l.split("listening on http://").nth(1)?;
-                let addr: String = rest.chars().take_while(|c| !c.is_whitespace() && *c != '"').collect();
+                let addr: String = rest
+                    .chars()
+                    .take_while(|c| !c.is_whitespace() && *c != '"')
+                    .collect();
                 addr.parse::<SocketAddr>().ok()
             })
         });
         match found {
-            Some(addr) => Ok(Daemon { child: Some(child), addr, logs }),
+            Some(addr) => Ok(Daemon {
+                child: Some(child),
+                addr,
+                logs,
+            }),
             None => {
                 let status = child.wait_timeout_or_kill();
                 logs.wait_closed(Duration::from_secs(5));
@@ -222,7 +240,11 @@ impl Logs {
 
     /// Waits until `f` finds something in the lines, or the deadline passes, or the process
     /// closed both its output streams.
-    pub fn wait_for<T>(&self, timeout: Duration, mut f: impl FnMut(&[String]) -> Option<T>) -> Option<T> {
+    pub fn wait_for<T>(
+        &self,
+        timeout: Duration,
+        mut f: impl FnMut(&[String]) -> Option<T>,
+    ) -> Option<T> {
         let deadline = Instant::now() + timeout;
         let (lock, cvar) = &*self.0;
         let mut inner = lock.lock().unwrap();
@@ -243,7 +265,10 @@ impl Logs {
         let (lock, cvar) = &*self.0;
         let mut inner = lock.lock().unwrap();
         while inner.closed < 2 && Instant::now() < deadline {
-            inner = cvar.wait_timeout(inner, deadline - Instant::now()).unwrap().0;
+            inner = cvar
+                .wait_timeout(inner, deadline - Instant::now())
+                .unwrap()
+                .0;
         }
     }
 
@@ -287,7 +312,10 @@ impl Daemon {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("sashad did not exit within 60 s of SIGTERM:\n{}", self.logs.text());
+                panic!(
+                    "sashad did not exit within 60 s of SIGTERM:\n{}",
+                    self.logs.text()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -328,7 +356,9 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let path = entry.path();
             let Ok(ft) = entry.file_type() else { continue };
