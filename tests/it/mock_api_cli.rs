@@ -7,6 +7,9 @@
 //! `make test` installs with `cd tools/claude && npm ci`). A missing CLI fails these tests rather
 //! than skipping them, so a green run always means the real CLI was exercised.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};

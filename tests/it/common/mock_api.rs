@@ -668,11 +668,10 @@ fn api_error(status: u16, message: &str) -> HttpResponse {
     if status == StatusCode::TOO_MANY_REQUESTS {
         resp.insert_header((header::RETRY_AFTER, "1"));
     }
-    resp.json(json!({
-        "type": "error",
-        "error": {"type": kind, "message": message},
-        "request_id": id,
-    }))
+    resp.json(wire::ErrorBody {
+        error: wire::ErrorDetail { kind, message },
+        request_id: &id,
+    })
 }
 
 /// Checks `anthropic-version` and `x-api-key` the way `/v1/models` does, and applies the key's
@@ -705,8 +704,14 @@ async fn models_gate(req: &HttpRequest, state: &State) -> Option<HttpResponse> {
     }
 }
 
-fn model_json(id: &str, display_name: &str, created_at: &str) -> Value {
-    json!({"type": "model", "id": id, "display_name": display_name, "created_at": created_at})
+fn model(
+    &(id, display_name, created_at): &'static (&'static str, &'static str, &'static str),
+) -> wire::Model {
+    wire::Model {
+        id,
+        display_name,
+        created_at,
+    }
 }
 
 async fn list_models(req: HttpRequest, body: web::Bytes, state: Data) -> HttpResponse {
@@ -714,18 +719,14 @@ async fn list_models(req: HttpRequest, body: web::Bytes, state: Data) -> HttpRes
     if let Some(resp) = models_gate(&req, &state).await {
         return state.answered(seq, resp);
     }
-    let data: Vec<Value> = MODELS
-        .iter()
-        .map(|(id, name, at)| model_json(id, name, at))
-        .collect();
     let resp = HttpResponse::Ok()
         .insert_header(("request-id", request_id()))
-        .json(json!({
-            "data": data,
-            "has_more": false,
-            "first_id": MODELS.first().map(|m| m.0),
-            "last_id": MODELS.last().map(|m| m.0),
-        }));
+        .json(wire::ModelList {
+            data: MODELS.iter().map(model).collect(),
+            has_more: false,
+            first_id: MODELS.first().map(|m| m.0),
+            last_id: MODELS.last().map(|m| m.0),
+        });
     state.answered(seq, resp)
 }
 
@@ -740,7 +741,7 @@ async fn get_model(
         return state.answered(seq, resp);
     }
     let resp = match MODELS.iter().find(|m| m.0 == path.as_str()) {
-        Some((id, name, at)) => HttpResponse::Ok().json(model_json(id, name, at)),
+        Some(m) => HttpResponse::Ok().json(model(m)),
         None => api_error(404, &format!("model: {}", path.as_str())),
     };
     state.answered(seq, resp)
@@ -975,7 +976,8 @@ async fn messages(req: HttpRequest, body: web::Bytes, state: Data) -> HttpRespon
     } else {
         let resp = HttpResponse::Ok()
             .insert_header(("request-id", request_id()))
-            .json(full_message(&message_id, &model, &reply));
+            .content_type("application/json")
+            .body(full_message(&message_id, &model, &reply));
         state.answered(seq, resp)
     }
 }
@@ -1005,107 +1007,274 @@ impl Drop for StreamGuard {
     }
 }
 
-fn sse(event: &Value) -> Bytes {
-    let name = event.get("type").and_then(Value::as_str).unwrap_or("event");
-    Bytes::from(format!("event: {name}\ndata: {event}\n\n"))
+fn sse(event: &wire::Event<'_>) -> Bytes {
+    let data = serde_json::to_string(event).unwrap_or_default();
+    Bytes::from(format!("event: {}\ndata: {data}\n\n", event.name()))
 }
 
-fn usage_start() -> Value {
-    json!({
-        "input_tokens": 10,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
-        "output_tokens": 1,
-        "service_tier": "standard",
-    })
+fn new_tool_id() -> String {
+    format!(
+        "toolu_mock{:012x}",
+        rand::random::<u64>() & 0xffff_ffff_ffff
+    )
 }
 
 /// The SSE events of one reply, each with the pause before it.
 fn sse_events(id: &str, model: &str, reply: &Reply) -> Vec<(Duration, Bytes)> {
-    let now = |v: Value| (Duration::ZERO, sse(&v));
+    use wire::{Block, Delta, Event};
+    let now = |event: Event<'_>| (Duration::ZERO, sse(&event));
     let mut events = vec![
-        now(json!({
-            "type": "message_start",
-            "message": {
-                "id": id, "type": "message", "role": "assistant", "model": model,
-                "content": [], "stop_reason": null, "stop_sequence": null, "usage": usage_start(),
-            },
-        })),
+        now(Event::MessageStart {
+            message: wire::Message::new(id, model, Vec::new(), None, 1),
+        }),
         // The real API sends a ping early in every stream.
-        now(json!({"type": "ping"})),
+        now(Event::Ping),
     ];
     let (stop_reason, output_tokens) = match reply {
         Reply::Text { deltas, pace } => {
-            events.push(now(json!({
-                "type": "content_block_start", "index": 0,
-                "content_block": {"type": "text", "text": ""},
-            })));
-            for delta in deltas {
-                let event = json!({
-                    "type": "content_block_delta", "index": 0,
-                    "delta": {"type": "text_delta", "text": delta},
-                });
+            events.push(now(Event::ContentBlockStart {
+                index: 0,
+                content_block: Block::Text { text: "" },
+            }));
+            for text in deltas {
+                let event = Event::ContentBlockDelta {
+                    index: 0,
+                    delta: Delta::TextDelta { text },
+                };
                 events.push((*pace, sse(&event)));
             }
             ("end_turn", deltas.len())
         }
         Reply::ToolUse { name, input } => {
-            let tool_id = format!(
-                "toolu_mock{:012x}",
-                rand::random::<u64>() & 0xffff_ffff_ffff
-            );
-            events.push(now(json!({
-                "type": "content_block_start", "index": 0,
-                "content_block": {"type": "tool_use", "id": tool_id, "name": name, "input": {}},
-            })));
+            let tool_id = new_tool_id();
+            let empty = json!({});
+            events.push(now(Event::ContentBlockStart {
+                index: 0,
+                content_block: Block::ToolUse {
+                    id: &tool_id,
+                    name,
+                    input: &empty,
+                },
+            }));
             // Split in two, as the real API does, so clients must join partial JSON.
             let input = input.to_string();
-            let cut = input.len() / 2;
-            let cut = (0..=cut)
+            let cut = (0..=input.len() / 2)
                 .rev()
                 .find(|&i| input.is_char_boundary(i))
                 .unwrap_or(0);
-            for part in [&input[..cut], &input[cut..]] {
-                events.push(now(json!({
-                    "type": "content_block_delta", "index": 0,
-                    "delta": {"type": "input_json_delta", "partial_json": part},
-                })));
+            for partial_json in [&input[..cut], &input[cut..]] {
+                events.push(now(Event::ContentBlockDelta {
+                    index: 0,
+                    delta: Delta::InputJsonDelta { partial_json },
+                }));
             }
             ("tool_use", 2)
         }
     };
-    events.push(now(json!({"type": "content_block_stop", "index": 0})));
-    events.push(now(json!({
-        "type": "message_delta",
-        "delta": {"stop_reason": stop_reason, "stop_sequence": null},
-        "usage": {"output_tokens": output_tokens},
-    })));
-    events.push(now(json!({"type": "message_stop"})));
+    events.push(now(Event::ContentBlockStop { index: 0 }));
+    events.push(now(Event::MessageDelta {
+        delta: wire::StopDelta {
+            stop_reason: Some(stop_reason),
+            stop_sequence: None,
+        },
+        usage: wire::OutputUsage { output_tokens },
+    }));
+    events.push(now(Event::MessageStop));
     events
 }
 
 /// The non-streaming answer: the whole message as one JSON object.
-fn full_message(id: &str, model: &str, reply: &Reply) -> Value {
-    let (content, stop_reason) = match reply {
-        Reply::Text { deltas, .. } => (
-            json!([{"type": "text", "text": deltas.concat()}]),
-            "end_turn",
-        ),
-        Reply::ToolUse { name, input } => {
-            let tool_id = format!(
-                "toolu_mock{:012x}",
-                rand::random::<u64>() & 0xffff_ffff_ffff
-            );
+fn full_message(id: &str, model: &str, reply: &Reply) -> String {
+    let text;
+    let tool_id;
+    let (content, stop_reason, tokens) = match reply {
+        Reply::Text { deltas, .. } => {
+            text = deltas.concat();
             (
-                json!([{"type": "tool_use", "id": tool_id, "name": name, "input": input}]),
-                "tool_use",
+                vec![wire::Block::Text { text: &text }],
+                "end_turn",
+                deltas.len(),
             )
         }
+        Reply::ToolUse { name, input } => {
+            tool_id = new_tool_id();
+            let block = wire::Block::ToolUse {
+                id: &tool_id,
+                name,
+                input,
+            };
+            (vec![block], "tool_use", 2)
+        }
     };
-    json!({
-        "id": id, "type": "message", "role": "assistant", "model": model,
-        "content": content, "stop_reason": stop_reason, "stop_sequence": null,
-        "usage": {"input_tokens": 10, "cache_creation_input_tokens": 0,
-                  "cache_read_input_tokens": 0, "output_tokens": 4},
-    })
+    let message = wire::Message::new(id, model, content, Some(stop_reason), tokens);
+    serde_json::to_string(&message).unwrap_or_default()
+}
+
+/// The API's JSON shapes, as typed structs: serde writes struct fields and internal tags in
+/// declaration order, so `type` comes first as in the real API. (`serde_json::Value` would sort
+/// the keys, and the CLI copies the order into the stream-json lines it prints.)
+mod wire {
+    use serde::Serialize;
+    use serde_json::Value;
+
+    /// One SSE event of a streamed message.
+    #[derive(Serialize)]
+    #[serde(tag = "type", rename_all = "snake_case")]
+    pub enum Event<'a> {
+        MessageStart {
+            message: Message<'a>,
+        },
+        Ping,
+        ContentBlockStart {
+            index: usize,
+            content_block: Block<'a>,
+        },
+        ContentBlockDelta {
+            index: usize,
+            delta: Delta<'a>,
+        },
+        ContentBlockStop {
+            index: usize,
+        },
+        MessageDelta {
+            delta: StopDelta<'a>,
+            usage: OutputUsage,
+        },
+        MessageStop,
+    }
+
+    impl Event<'_> {
+        /// The SSE `event:` name, which the API sets to the data's `type`.
+        pub fn name(&self) -> &'static str {
+            match self {
+                Event::MessageStart { .. } => "message_start",
+                Event::Ping => "ping",
+                Event::ContentBlockStart { .. } => "content_block_start",
+                Event::ContentBlockDelta { .. } => "content_block_delta",
+                Event::ContentBlockStop { .. } => "content_block_stop",
+                Event::MessageDelta { .. } => "message_delta",
+                Event::MessageStop => "message_stop",
+            }
+        }
+    }
+
+    /// A message, in `message_start` (empty) or as a non-streaming answer (whole).
+    #[derive(Serialize)]
+    pub struct Message<'a> {
+        id: &'a str,
+        #[serde(rename = "type")]
+        kind: &'static str,
+        role: &'static str,
+        model: &'a str,
+        content: Vec<Block<'a>>,
+        stop_reason: Option<&'a str>,
+        stop_sequence: Option<&'a str>,
+        usage: Usage,
+    }
+
+    impl<'a> Message<'a> {
+        pub fn new(
+            id: &'a str,
+            model: &'a str,
+            content: Vec<Block<'a>>,
+            stop_reason: Option<&'a str>,
+            output_tokens: usize,
+        ) -> Self {
+            Message {
+                id,
+                kind: "message",
+                role: "assistant",
+                model,
+                content,
+                stop_reason,
+                stop_sequence: None,
+                usage: Usage {
+                    input_tokens: 10,
+                    cache_creation_input_tokens: 0,
+                    cache_read_input_tokens: 0,
+                    output_tokens,
+                    service_tier: "standard",
+                },
+            }
+        }
+    }
+
+    /// Token counts; made up, but shaped like the API's.
+    #[derive(Serialize)]
+    pub struct Usage {
+        input_tokens: usize,
+        cache_creation_input_tokens: usize,
+        cache_read_input_tokens: usize,
+        output_tokens: usize,
+        service_tier: &'static str,
+    }
+
+    /// A content block.
+    #[derive(Serialize)]
+    #[serde(tag = "type", rename_all = "snake_case")]
+    pub enum Block<'a> {
+        Text {
+            text: &'a str,
+        },
+        ToolUse {
+            id: &'a str,
+            name: &'a str,
+            input: &'a Value,
+        },
+    }
+
+    /// The `delta` of a `content_block_delta`.
+    #[derive(Serialize)]
+    #[serde(tag = "type", rename_all = "snake_case")]
+    pub enum Delta<'a> {
+        TextDelta { text: &'a str },
+        InputJsonDelta { partial_json: &'a str },
+    }
+
+    /// The `delta` of a `message_delta`.
+    #[derive(Serialize)]
+    pub struct StopDelta<'a> {
+        pub stop_reason: Option<&'a str>,
+        pub stop_sequence: Option<&'a str>,
+    }
+
+    /// The `usage` of a `message_delta`.
+    #[derive(Serialize)]
+    pub struct OutputUsage {
+        pub output_tokens: usize,
+    }
+
+    /// `{"type":"error","error":{"type":..,"message":..},"request_id":..}`
+    #[derive(Serialize)]
+    #[serde(tag = "type", rename = "error")]
+    pub struct ErrorBody<'a> {
+        pub error: ErrorDetail<'a>,
+        pub request_id: &'a str,
+    }
+
+    /// The inner `error` of an [`ErrorBody`].
+    #[derive(Serialize)]
+    pub struct ErrorDetail<'a> {
+        #[serde(rename = "type")]
+        pub kind: &'a str,
+        pub message: &'a str,
+    }
+
+    /// One entry of `GET /v1/models`.
+    #[derive(Serialize)]
+    #[serde(tag = "type", rename = "model")]
+    pub struct Model {
+        pub id: &'static str,
+        pub display_name: &'static str,
+        pub created_at: &'static str,
+    }
+
+    /// The answer of `GET /v1/models` (one page holds them all).
+    #[derive(Serialize)]
+    pub struct ModelList {
+        pub data: Vec<Model>,
+        pub has_more: bool,
+        pub first_id: Option<&'static str>,
+        pub last_id: Option<&'static str>,
+    }
 }
