@@ -39,40 +39,62 @@
 //!
 //! # What the real CLI does against this mock (Claude Code 2.1.332, measured here)
 //!
+//! Startup and environment:
 //! - Run as `claude -p --input-format stream-json --output-format stream-json --verbose` with a
 //!   clean environment (PATH, HOME, LANG, TERM, USER, the credential, `ANTHROPIC_BASE_URL`,
 //!   `DISABLE_AUTOUPDATER=1`, `DISABLE_TELEMETRY=1`, `CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1`)
 //!   and an empty HOME, it needs no onboarding, trust dialog, settings file or `.claude.json`: it
-//!   creates `~/.claude.json` and `~/.claude/` itself. It prints nothing before the first user
-//!   line arrives; the `system/init` line comes about 0.5 s after that (1 s on a loaded machine).
-//! - With those variables it sends exactly one request per model call, to this base URL:
+//!   creates `~/.claude.json` and `~/.claude/` itself, as root too.
+//! - It prints nothing until the first user line arrives, so there is no "ready" line to wait
+//!   for. The `system/init` line comes about 0.4 s after spawn when the user line is written at
+//!   once (0.1 s after the user line if the process has been idle for a while; about 1 s on a
+//!   loaded machine). Every turn starts with a fresh `system/init` line.
+//! - After stdin closes it exits within about 50 ms (0, or 1 if the last turn was interrupted or
+//!   ended in an API error). While it is backing off after an error (`api_retry`), closing stdin
+//!   does not end it: it finishes its retries first. An interrupt does end the retries at once.
+//!
+//! Requests:
+//! - With the variables above it sends exactly one request per model call, to the base URL:
 //!   `POST /v1/messages?beta=true` with `stream: true`. No `/v1/models`, no `count_tokens`, no
-//!   non-streaming title or quota call, no `/api/...` call, and no DNS lookup of any other host.
-//!   Without `CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC` it also sends `HEAD /api/hello` to the
-//!   base URL at startup and resolves `api.anthropic.com` (which fails offline without delaying
-//!   the turn).
-//! - Headers: `x-api-key` (or `Authorization: Bearer` with `CLAUDE_CODE_OAUTH_TOKEN`),
-//!   `anthropic-version: 2023-06-01`, `anthropic-beta` (a long list starting with
+//!   non-streaming title or quota call, no `/api/...` call, and no DNS lookup of any other host
+//!   (checked with strace). Without `CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC` (and
+//!   `DISABLE_TELEMETRY`) it also sends `HEAD /api/hello` to the base URL at startup and resolves
+//!   `api.anthropic.com` many times; offline that fails quietly and does not delay the turn.
+//! - Headers: `x-api-key` (or `Authorization: Bearer` with `CLAUDE_CODE_OAUTH_TOKEN`, and then no
+//!   `x-api-key`), `anthropic-version: 2023-06-01`, `anthropic-beta` (a long list starting with
 //!   `claude-code-20250219`; an OAuth token adds `oauth-2025-04-20` and
 //!   `extended-cache-ttl-2025-04-11`), `x-app: cli`, `user-agent: claude-cli/2.1.332 (external,
-//!   sdk-cli)`, `x-claude-code-session-id` (the stream-json `session_id`),
-//!   `anthropic-dangerous-direct-browser-access: true` and the `x-stainless-*` family.
+//!   sdk-cli)`, `x-claude-code-session-id` (equal to the stream-json `session_id`),
+//!   `anthropic-dangerous-direct-browser-access: true`, and `x-stainless-*` (`-timeout: 600`;
+//!   `-retry-count` stays 0 even on retries, which the CLI runs itself).
 //! - Body: `model` (`claude-opus-5-5` by default with an API key, `claude-sonnet-5-5` with an
 //!   OAuth token), `max_tokens: 128000`, `stream: true`, `system`, `tools`, `metadata`,
-//!   `thinking`, `context_management`, `output_config`. `messages` holds a `user` message whose
-//!   content is a `<system-reminder>` text block followed by the user's text, and then a message
-//!   with role `system` (the environment description). So "the last message" is not the user's:
-//!   markers are read from the last message whose role is `user`.
-//! - An OAuth token (`CLAUDE_CODE_OAUTH_TOKEN`) calls no profile, roles or token endpoint; it
-//!   only changes the headers above and adds a `rate_limit_event` line to stdout.
+//!   `thinking`, `context_management`, `output_config`; about 50 KB. `messages` holds a `user`
+//!   message whose content is a `<system-reminder>` text block followed by the user's text, and
+//!   then a message with role `system` (the environment description). So the last message is not
+//!   the user's: markers are read from the last message whose role is `user`, and the `ECHO`
+//!   count includes the `system` message.
+//! - An OAuth token calls no profile, roles or token endpoint; it changes only the headers and
+//!   the default model, and adds a `rate_limit_event` line to stdout after each answer.
 //! - A tool turn is two requests: the second one's last `user` message holds the `tool_result`.
+//! - `ping` events are not relayed as `stream_event` lines.
 //! - An interrupt closes the HTTP connection in the middle of the SSE stream; the mock records
 //!   that as [`StreamEnd::ClientGone`].
 //! - `--resume=<id>` in a new process keeps the same `session_id`, and its first request carries
 //!   the earlier turns (user, assistant, …) before the new user message.
-//! - A 401 from `/v1/messages` does not end the process: stdout gets `system/api_retry` lines
-//!   (`error_status: 401`, `error: "authentication_failed"`) with growing delays, and the mock
-//!   sees the same request again each time.
+//!
+//! Errors from `/v1/messages` (the process never exits on its own; stdout tells):
+//! - 401 with an API key: `system/api_retry` lines (`error_status: 401`, `error:
+//!   "authentication_failed"`, `max_retries: 10`) with delays doubling from about 0.6 s, each a
+//!   new request to the mock; minutes in all.
+//! - 401 with an OAuth token: two `api_retry` lines, then a synthetic `assistant` message
+//!   (`model: "<synthetic>"`, `error: "authentication_failed"`, text `Not logged in · Please run
+//!   /login`) and a `result` with `subtype: "success"`, `is_error: true`, `api_error_status: 401`.
+//! - 403: no retry; at once a synthetic message `Failed to authenticate. API Error: 403 …`
+//!   (`error: "authentication_failed"`) and an `is_error` result with `api_error_status: 403`.
+//! - 429 (`error: "rate_limit"`, honouring `retry-after`) and 500 (`error: "server_error"`):
+//!   `api_retry` like a 401 with a key. 529 (`error: "overloaded"`): two retries, then a
+//!   synthetic `Repeated 529 Overloaded errors …` message and an `is_error` result.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -127,15 +149,14 @@ pub const MODELS: &[(&str, &str, &str)] = &[
 /// How the mock answers one credential on one endpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Behavior {
-    /// Answer normally.
+    /// Answer normally; on `/v1/models`, accept the key even if it does not look like one.
     Ok,
     /// Answer with this status and the Anthropic error body for it: 400
     /// `invalid_request_error`, 401 `authentication_error`, 403 `permission_error`, 404
     /// `not_found_error`, 413 `request_too_large`, 429 `rate_limit_error` (with `retry-after`),
     /// 500 `api_error`, 529 `overloaded_error`.
     Status(u16),
-    /// Wait this long, then answer normally: long enough, and a client's timeout fires first.
-    /// The wait ends early if the client goes away.
+    /// Wait this long before answering as usual, so that a client's timeout fires first.
     Hang(Duration),
 }
 
