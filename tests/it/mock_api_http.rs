@@ -343,3 +343,26 @@ fn blocking_waits_work_without_a_runtime() {
     }
     assert!(!answer.contains(r#""text":"w3 ""#), "{answer}");
 }
+
+#[tokio::test]
+async fn dropping_the_mock_ends_open_streams_at_once() {
+    let mock = MockApi::start();
+    let base = mock.base_url();
+    let mut resp = messages(&mock, KEY, "SLOW", true).send().await.unwrap();
+    resp.chunk().await.unwrap().expect("the stream has begun");
+    let started = std::time::Instant::now();
+    drop(mock);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "drop took {:?}",
+        started.elapsed()
+    );
+    // The stream is cut rather than finished, and nothing listens any more.
+    let rest = tokio::time::timeout(WAIT, async {
+        while let Ok(Some(_)) = resp.chunk().await {}
+    })
+    .await;
+    assert!(rest.is_ok(), "the open stream ended");
+    let err = reqwest::get(format!("{base}/v1/models")).await.unwrap_err();
+    assert!(err.is_connect(), "{err}");
+}
