@@ -2,11 +2,13 @@
 //! hand: `cargo run --example mock_anthropic -- --listen 127.0.0.1:3002`.
 //!
 //! It prints its base URL on stdout (one line, for scripts), logs each request on stderr, and
-//! runs until Ctrl-C. `--reject CREDENTIAL` makes `/v1/messages` answer 401 to that API key or
-//! token (to show what a revoked key looks like), and `--status CREDENTIAL=CODE` any other
-//! status (429, 500, 529, …); both may be repeated. Point a client at it with `ANTHROPIC_BASE_URL=<that URL>` and any
-//! `ANTHROPIC_API_KEY` that starts with `sk-ant-`. The replies are scripted by markers in the
-//! user's text (`TOOL:<cmd>`, `SLOW`, `ECHO`, `BIG:<n>`); see `tests/it/common/mock_api.rs`.
+//! runs until Ctrl-C or SIGTERM. Point a client at it with `ANTHROPIC_BASE_URL=<that URL>` and
+//! any `ANTHROPIC_API_KEY` that starts with `sk-ant-`. The replies are scripted by markers in
+//! the user's text (`TOOL:<cmd>`, `SLOW`, `ECHO`, `BIG:<n>`); see `tests/it/common/mock_api.rs`.
+//!
+//! `--reject CREDENTIAL` makes `/v1/messages` answer 401 to that API key or token (what a revoked
+//! key looks like), and `--status CREDENTIAL=CODE` any other status (429, 500, 529, …); both may
+//! be repeated.
 
 // The tests' module, shared verbatim so the demo and the tests cannot drift apart; the demo
 // uses only part of its API.
@@ -15,6 +17,8 @@
 mod mock_api;
 
 use std::process::ExitCode;
+
+use nix::sys::signal::{SigSet, Signal};
 
 /// The demo's default address: next to sashad's default `127.0.0.1:3001`.
 const DEFAULT_LISTEN: &str = "127.0.0.1:3002";
@@ -57,6 +61,16 @@ fn main() -> ExitCode {
             }
         }
     }
+    // Block SIGINT and SIGTERM before the server's threads exist, so that they inherit the
+    // mask and the main thread alone takes the signal, synchronously. (With a tokio `ctrl_c()`
+    // on a second runtime beside the mock's, a Ctrl-C was once seen to go unnoticed.)
+    let mut stop_signals = SigSet::empty();
+    stop_signals.add(Signal::SIGINT);
+    stop_signals.add(Signal::SIGTERM);
+    if let Err(err) = stop_signals.thread_block() {
+        eprintln!("mock_anthropic: cannot block SIGINT and SIGTERM: {err}");
+        return ExitCode::FAILURE;
+    }
     let mock = match mock_api::MockApi::start_on(listen.as_str()) {
         Ok(mock) => mock,
         Err(err) => {
@@ -74,12 +88,15 @@ fn main() -> ExitCode {
          ANTHROPIC_API_KEY=sk-ant-demo. Ctrl-C stops it.",
         mock.base_url()
     );
-    let waited = actix_rt::System::new().block_on(tokio::signal::ctrl_c());
+    let waited = stop_signals.wait();
     drop(mock);
     match waited {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(signal) => {
+            eprintln!("mock_anthropic: {signal}, stopped");
+            ExitCode::SUCCESS
+        }
         Err(err) => {
-            eprintln!("mock_anthropic: cannot wait for Ctrl-C: {err}");
+            eprintln!("mock_anthropic: cannot wait for a signal: {err}");
             ExitCode::FAILURE
         }
     }
