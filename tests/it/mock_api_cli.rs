@@ -237,10 +237,7 @@ async fn real_cli_answers_runs_a_tool_and_stops_on_interrupt() {
     assert_eq!(reqs.len(), 1);
     assert_eq!(reqs[0].api_key(), Some(KEY));
     assert_eq!(reqs[0].header("anthropic-version"), Some("2023-06-01"));
-    assert_eq!(
-        reqs[0].header("x-claude-code-session-id"),
-        Some(session_id.as_str())
-    );
+    assert_eq!(reqs[0].cli_session_id(), Some(session_id.as_str()));
     assert_eq!(reqs[0].last_user_text().as_deref(), Some("Hello there"));
     assert_eq!(reqs[0].body.as_ref().unwrap()["stream"], true);
 
@@ -349,6 +346,7 @@ async fn real_cli_resume_sends_the_earlier_turns() {
 
     let reqs = mock.messages_requests();
     assert_eq!(reqs.len(), 2);
+    assert_eq!(reqs[1].cli_session_id(), Some(session_id.as_str()));
     assert_eq!(
         reqs[1].user_texts(),
         vec!["first turn ALPHA", "ECHO second turn"]

@@ -217,6 +217,12 @@ impl RecordedRequest {
         self.api_key().or_else(|| self.bearer_token())
     }
 
+    /// The CLI's `x-claude-code-session-id` header: the stream-json `session_id` of the process
+    /// that sent the request, so a test with several sessions can tell their requests apart.
+    pub fn cli_session_id(&self) -> Option<&str> {
+        self.header("x-claude-code-session-id")
+    }
+
     /// Whether this is a `POST /v1/messages` (the model calls; not `count_tokens`).
     pub fn is_messages(&self) -> bool {
         self.method == "POST" && self.path == "/v1/messages"
