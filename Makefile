@@ -8,7 +8,7 @@ CLI_DIR := tools/claude
 CLI     := $(CLI_DIR)/node_modules/.bin/claude
 CARGO   ?= cargo
 
-.PHONY: run test cli build lint unit-and-integration clean-cli
+.PHONY: run test cli build lint unit-and-integration bench clean-cli
 
 run: build cli
 	./target/release/sashad serve
@@ -33,6 +33,13 @@ lint:
 
 unit-and-integration:
 	SASHAD_TEST_CLAUDE_BIN=$(abspath $(CLI)) $(CARGO) test --locked --all-targets
+
+# Benchmarks (figures go in BENCHMARKS.md): the hot path piece by piece, then the load harness
+# (the release daemon with the fake CLI flooding its sockets).
+bench:
+	$(CARGO) build --release --locked --example fake_claude
+	$(CARGO) bench --locked --bench hot_path
+	$(CARGO) bench --locked --bench load
 
 clean-cli:
 	rm -rf $(CLI_DIR)/node_modules
