@@ -4,6 +4,7 @@
 //! logs headers.
 
 mod api_key;
+pub mod oauth;
 
 pub use self::api_key::{validate_api_key, KeyCheck};
 
@@ -23,6 +24,9 @@ pub enum UpstreamError {
     /// nor rejected, and nothing was stored.
     #[error("could not check the key with Anthropic right now ({0}); nothing was stored, try again later")]
     Unavailable(String),
+    /// The OAuth provider could not be reached during a code exchange.
+    #[error("{0}")]
+    OAuthUnavailable(String),
 }
 
 /// The HTTP client for upstream calls: rustls, no redirects, a connect timeout.

@@ -51,6 +51,8 @@ pub struct Settings {
     pub claude: ClaudeSettings,
     /// `[claude_auth]`: which ways of connecting Claude are offered.
     pub claude_auth: ClaudeAuthSettings,
+    /// `[oauth]`: the Claude account sign-in provider.
+    pub oauth: OAuthSettings,
     /// `[sessions]`: timeouts and buffers of session actors.
     pub sessions: SessionSettings,
     /// `[websocket]`: heartbeat and per-socket queues.
@@ -227,6 +229,82 @@ pub struct ClaudeAuthSettings {
     /// Offer Claude account sign-in (OAuth) and setup tokens. Off by default: Anthropic's terms
     /// say third-party products may not offer claude.ai sign-in unless Anthropic approved them.
     pub subscription_login: bool,
+}
+
+/// Where the OAuth provider sends the user after sign-in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedirectMode {
+    /// The provider redirects the browser to `GET /api/claude/auth/oauth/callback`.
+    Callback,
+    /// The provider shows a `code#state` that the user pastes into
+    /// `POST /api/claude/auth/oauth/code` (how Claude Code signs in on remote machines).
+    Paste,
+}
+
+/// `[oauth]`: the provider of Claude account sign-in, a generic OAuth 2.0 authorization server
+/// with PKCE (RFC 6749, RFC 7636). Only used when `claude_auth.subscription_login` is on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OAuthSettings {
+    /// Authorization endpoint (RFC 6749 §3.1). Unset by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorize_url: Option<String>,
+    /// Token endpoint (RFC 6749 §3.2). Unset by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_url: Option<String>,
+    /// Client id (RFC 6749 §2.2). Unset by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// Client secret, for a confidential client (sent with HTTP Basic, RFC 6749 §2.3.1).
+    /// Prefer `client_secret_file`. Unset by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<Secret>,
+    /// A file holding the client secret. Unset by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret_file: Option<PathBuf>,
+    /// Scopes to request. Default empty.
+    pub scopes: Vec<String>,
+    /// `callback` or `paste`. Default `callback`.
+    pub redirect_mode: RedirectMode,
+    /// The redirect URI registered with the provider. In `callback` mode it defaults to
+    /// `<public_url or listen origin>/api/claude/auth/oauth/callback`; in `paste` mode it is the
+    /// provider's page that shows the code, and must be set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redirect_uri: Option<String>,
+    /// How long a started sign-in stays valid. Default `10m`.
+    #[serde(with = "humantime_serde")]
+    pub state_ttl: Duration,
+    /// Refresh an access token that expires within this margin, before a child starts and in
+    /// the background for users with live children. Default `5m`.
+    #[serde(with = "humantime_serde")]
+    pub refresh_margin: Duration,
+    /// Assumed disagreement between our clock and the provider's, added to the margin.
+    /// Default `30s`.
+    #[serde(with = "humantime_serde")]
+    pub clock_skew: Duration,
+    /// Deadline of one token request. Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for OAuthSettings {
+    fn default() -> Self {
+        Self {
+            authorize_url: None,
+            token_url: None,
+            client_id: None,
+            client_secret: None,
+            client_secret_file: None,
+            scopes: Vec::new(),
+            redirect_mode: RedirectMode::Callback,
+            redirect_uri: None,
+            state_ttl: Duration::from_secs(600),
+            refresh_margin: Duration::from_secs(300),
+            clock_skew: Duration::from_secs(30),
+            timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// `[sessions]`.
@@ -479,6 +557,29 @@ impl Settings {
         }
         if self.auth.token_ttl < Duration::from_secs(60) {
             return invalid("auth.token_ttl must be at least 1m".into());
+        }
+        let o = &self.oauth;
+        for (key, url) in [
+            ("oauth.authorize_url", &o.authorize_url),
+            ("oauth.token_url", &o.token_url),
+            ("oauth.redirect_uri", &o.redirect_uri),
+        ] {
+            if let Some(url) = url {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return invalid(format!("{key} must be an http(s) URL, got {url:?}"));
+                }
+            }
+        }
+        if o.client_secret.is_some() && o.client_secret_file.is_some() {
+            return invalid("set oauth.client_secret or oauth.client_secret_file, not both".into());
+        }
+        if let Some(path) = &o.client_secret_file {
+            if !path.is_file() {
+                return invalid(format!("oauth.client_secret_file {} is not a readable file", path.display()));
+            }
+        }
+        if o.redirect_mode == RedirectMode::Paste && o.redirect_uri.is_none() && o.authorize_url.is_some() {
+            return invalid("oauth.redirect_mode = \"paste\" needs oauth.redirect_uri (the provider's code page)".into());
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return invalid(format!(
@@ -778,7 +879,7 @@ mod tests {
         let parsed = Settings::load(Some(&path), env(&[]), &FlagOverrides::default()).unwrap();
         assert_eq!(parsed.server, Settings::default().server);
         // Optional keys are documented as commented-out lines.
-        for key in ["public_url", "workspace_dir"] {
+        for key in ["public_url", "workspace_dir", "authorize_url", "token_url", "client_id", "client_secret", "client_secret_file", "redirect_uri"] {
             assert!(
                 text.lines()
                     .any(|l| l.trim_start().starts_with(&format!("# {key} ="))),

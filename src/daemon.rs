@@ -16,6 +16,9 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 
 use crate::accounts::LoginLimiter;
+use crate::anthropic::oauth::OAuthProvider;
+use crate::credential::CredentialKeeper;
+use crate::signin::SignIn;
 use crate::config::Settings;
 use crate::crypto::{KeySource, Keyring};
 use crate::http::{self, AppState};
@@ -108,6 +111,31 @@ pub async fn run(
     let settings = Arc::new(settings);
     let keyring = Arc::new(keyring);
     let workspace = Workspace::new(settings.storage.workspace());
+    let http = crate::anthropic::http_client().context("cannot build the HTTP client")?;
+    let public_base = settings
+        .server
+        .public_url
+        .clone()
+        .map(|u| u.trim_end_matches('/').to_owned())
+        .unwrap_or_else(|| format!("http://{local_addr}"));
+    let oauth = OAuthProvider::from_settings(
+        &settings.oauth,
+        &format!("{public_base}/api/claude/auth/oauth/callback"),
+        http.clone(),
+    )
+    .context("invalid [oauth] settings")?
+    .map(Arc::new);
+    if settings.claude_auth.subscription_login && oauth.is_none() {
+        tracing::warn!("claude_auth.subscription_login is on but [oauth] is not configured; only setup tokens are offered");
+    }
+    let oauth_settings = &settings.oauth;
+    let keeper = Arc::new(CredentialKeeper::new(
+        store.clone(),
+        keyring.clone(),
+        oauth,
+        oauth_settings.refresh_margin + oauth_settings.clock_skew,
+    ));
+    let signin = SignIn::new(keeper.clone(), oauth_settings.state_ttl);
     let session_config = Arc::new(SessionConfig {
         settings: settings.clone(),
         path: std::env::var("PATH").ok(),
@@ -118,7 +146,7 @@ pub async fn run(
     let arbiters: Vec<Arbiter> = (0..supervisor_threads()).map(|_| Arbiter::new()).collect();
     let registry = Registry::new(
         store.clone(),
-        keyring.clone(),
+        keeper.clone(),
         workspace.clone(),
         session_config,
         arbiters.iter().map(Arbiter::handle).collect(),
@@ -136,13 +164,15 @@ pub async fn run(
             settings.auth.login_attempts_per_username,
             settings.auth.login_attempts_per_ip,
         ),
-        http: crate::anthropic::http_client().context("cannot build the HTTP client")?,
+        http,
         keyring,
         store: store.clone(),
         settings: settings.clone(),
         local_addr,
         registry: registry.clone(),
         workspace,
+        keeper,
+        signin,
     });
     let app_state = state.clone();
     let app_settings = settings.clone();
@@ -230,7 +260,8 @@ async fn wait_for_stop_signal() -> &'static str {
     }
 }
 
-/// Periodic upkeep: forget idle rate-limit keys, drop expired tokens.
+/// Periodic upkeep: forget idle rate-limit keys, drop expired login tokens, and drop sign-ins
+/// that expired a day ago (kept that long so their status still reads `expired`).
 async fn housekeeping(state: web::Data<AppState>) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     let mut minutes = 0u64;
@@ -242,6 +273,9 @@ async fn housekeeping(state: web::Data<AppState>) {
                 Ok(n) if n > 0 => tracing::info!(removed = n, "purged expired tokens"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "cannot purge expired tokens"),
+            }
+            if let Err(e) = state.store.run(|s| s.purge_pending(24 * 3600)).await {
+                tracing::warn!(error = %e, "cannot purge expired sign-ins");
             }
         }
         minutes += 1;

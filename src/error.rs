@@ -55,6 +55,14 @@ pub enum Error {
         /// For a person.
         message: String,
     },
+    /// 503 with a specific code (`oauth_not_configured`).
+    #[error("{message}")]
+    ServiceUnavailable {
+        /// Stable snake_case code.
+        code: &'static str,
+        /// For a person.
+        message: String,
+    },
     /// 413: a body over its limit.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -134,6 +142,8 @@ impl Error {
             Self::TooManyRequests { code, message, .. } => (StatusCode::TOO_MANY_REQUESTS, code, message.clone()),
             Self::Upstream(e @ U::InvalidApiKey) => (StatusCode::BAD_REQUEST, "invalid_api_key", e.to_string()),
             Self::Upstream(e @ U::ApiKeyForbidden) => (StatusCode::BAD_REQUEST, "api_key_forbidden", e.to_string()),
+            Self::ServiceUnavailable { code, message } => (StatusCode::SERVICE_UNAVAILABLE, code, message.clone()),
+            Self::Upstream(e @ U::OAuthUnavailable(_)) => (StatusCode::BAD_GATEWAY, "oauth_unavailable", e.to_string()),
             Self::Upstream(e @ U::Unavailable(_)) => {
                 (StatusCode::BAD_GATEWAY, "validation_unavailable", e.to_string())
             }
@@ -148,7 +158,12 @@ impl Error {
                 let status = match e {
                     S::NotFound => StatusCode::NOT_FOUND,
                     S::InvalidMessage(_) => StatusCode::BAD_REQUEST,
-                    S::NoCredentials | S::CredentialsRejected | S::NotBusy | S::Failed(_) => StatusCode::CONFLICT,
+                    S::NoCredentials
+                    | S::CredentialsRejected
+                    | S::CredentialsExpired(_)
+                    | S::SubscriptionDisabled
+                    | S::NotBusy
+                    | S::Failed(_) => StatusCode::CONFLICT,
                     S::Limit(..) | S::QueueFull => StatusCode::TOO_MANY_REQUESTS,
                     S::SpawnFailed(_) | S::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
                     S::CredentialUnreadable | S::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,

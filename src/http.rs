@@ -61,6 +61,10 @@ pub struct AppState {
     pub registry: actix::Addr<Registry>,
     /// Users' homes and projects.
     pub workspace: Workspace,
+    /// Seals, stores, opens and refreshes credentials.
+    pub keeper: std::sync::Arc<crate::credential::CredentialKeeper>,
+    /// Claude account sign-in under way.
+    pub signin: crate::signin::SignIn,
 }
 
 impl std::fmt::Debug for AppState {

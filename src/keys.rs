@@ -240,6 +240,15 @@ pub fn rotate(
             resealed += 1;
         }
     }
+    // Sign-ins under way hold a sealed PKCE verifier each.
+    for (state, mut pending) in store.all_pending()? {
+        if &pending.verifier.kid == keyring.active_kid() {
+            continue;
+        }
+        pending.verifier = keyring.reseal(&pending.user_id, crate::signin::VERIFIER_KIND, &pending.verifier)?;
+        store.put_pending(&state, &pending)?;
+        resealed += 1;
+    }
     store.meta_set(
         ACTIVE_KEY,
         &serde_json::to_vec(keyring.active_kid()).unwrap_or_default(),

@@ -241,6 +241,39 @@ pub struct SessionRecord {
     pub last_active: i64,
 }
 
+/// Where a started sign-in is (`oauth_pending` tree).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PendingStatus {
+    /// Waiting for the provider's code.
+    Pending,
+    /// A code arrived and is being exchanged: the state is used up.
+    Exchanging,
+    /// Tokens are stored.
+    Completed,
+    /// The exchange or the provider failed (see `reason`).
+    Failed,
+}
+
+/// `oauth_pending` value, keyed by the OAuth `state`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OAuthPendingRecord {
+    /// Record version, 1.
+    pub v: u32,
+    /// The user who started it.
+    pub user_id: String,
+    /// The sealed PKCE `code_verifier` (kind `oauth_verifier`).
+    pub verifier: Sealed,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds; after this the state is refused.
+    pub expires_at: i64,
+    /// Progress.
+    pub status: PendingStatus,
+    /// Why it failed, for a person (no secrets).
+    pub reason: Option<String>,
+}
+
 /// The outcome of [`Store::create_user`].
 #[derive(Debug)]
 pub enum CreateUser {

@@ -70,6 +70,12 @@ pub enum SessionError {
     /// The stored credential was rejected upstream and must be replaced.
     #[error("your Claude credential was rejected; connect it again")]
     CredentialsRejected,
+    /// The stored OAuth sign-in expired or was revoked and could not be refreshed.
+    #[error("your Claude sign-in expired ({0}); sign in again")]
+    CredentialsExpired(String),
+    /// The stored credential is a subscription one and the operator turned those off.
+    #[error("Claude account sign-in is turned off on this server; connect an API key")]
+    SubscriptionDisabled,
     /// The user has `limits.sessions_per_user` sessions, or `limits.live_children` children
     /// are running and none is idle.
     #[error("{0}")]
@@ -107,6 +113,8 @@ impl SessionError {
             Self::NotFound => "not_found",
             Self::NoCredentials => "no_credentials",
             Self::CredentialsRejected => "credentials_rejected",
+            Self::CredentialsExpired(_) => "credentials_expired",
+            Self::SubscriptionDisabled => "subscription_login_disabled",
             Self::Limit(..) => "session_limit",
             Self::QueueFull => "queue_full",
             Self::NotBusy => "not_busy",

@@ -4,8 +4,8 @@
 use ::sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
 use super::{
-    decode, encode, now, trees, Admission, CreateUser, CredentialRecord, Role, SessionRecord,
-    Store, StoreError, TokenRecord, UserRecord,
+    decode, encode, now, trees, Admission, CreateUser, CredentialRecord, OAuthPendingRecord,
+    PendingStatus, Role, SessionRecord, Store, StoreError, TokenRecord, UserRecord,
 };
 
 /// The `meta` key recording that the first user exists (read inside the registration
@@ -308,6 +308,85 @@ impl Store {
         )?;
         self.flush()?;
         Ok(swapped.is_ok())
+    }
+
+    // ---- oauth_pending ----
+
+    /// Stores a started sign-in under its `state`.
+    pub fn put_pending(&self, state: &str, record: &OAuthPendingRecord) -> Result<(), StoreError> {
+        self.tree(trees::OAUTH_PENDING)?.insert(state.as_bytes(), encode(record))?;
+        self.flush()
+    }
+
+    /// A started sign-in by `state`.
+    pub fn pending(&self, state: &str) -> Result<Option<OAuthPendingRecord>, StoreError> {
+        self.tree(trees::OAUTH_PENDING)?
+            .get(state)?
+            .map(|v| decode(trees::OAUTH_PENDING, state.as_bytes(), &v))
+            .transpose()
+    }
+
+    /// Moves a sign-in from `Pending` to `Exchanging` atomically, so a `state` is used at most
+    /// once even when a callback and a pasted code race. Returns the record as it was when
+    /// the claim failed (`Err`) or succeeded (`Ok`); `None` when there is no such state.
+    pub fn claim_pending(
+        &self,
+        state: &str,
+    ) -> Result<Option<Result<OAuthPendingRecord, OAuthPendingRecord>>, StoreError> {
+        let tree = self.tree(trees::OAUTH_PENDING)?;
+        loop {
+            let Some(old) = tree.get(state)? else { return Ok(None) };
+            let record: OAuthPendingRecord = decode(trees::OAUTH_PENDING, state.as_bytes(), &old)?;
+            if record.status != PendingStatus::Pending || record.expires_at <= now() {
+                return Ok(Some(Err(record)));
+            }
+            let mut claimed = record.clone();
+            claimed.status = PendingStatus::Exchanging;
+            if tree.compare_and_swap(state, Some(old), Some(encode(&claimed)))?.is_ok() {
+                self.flush()?;
+                return Ok(Some(Ok(claimed)));
+            }
+        }
+    }
+
+    /// Sets the final status of a sign-in.
+    pub fn finish_pending(&self, state: &str, status: PendingStatus, reason: Option<String>) -> Result<(), StoreError> {
+        let tree = self.tree(trees::OAUTH_PENDING)?;
+        if let Some(old) = tree.get(state)? {
+            let mut record: OAuthPendingRecord = decode(trees::OAUTH_PENDING, state.as_bytes(), &old)?;
+            record.status = status;
+            record.reason = reason;
+            tree.insert(state.as_bytes(), encode(&record))?;
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Every started sign-in with its state (for key rotation and purging).
+    pub fn all_pending(&self) -> Result<Vec<(String, OAuthPendingRecord)>, StoreError> {
+        self.tree(trees::OAUTH_PENDING)?
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((String::from_utf8_lossy(&k).into_owned(), decode(trees::OAUTH_PENDING, &k, &v)?))
+            })
+            .collect()
+    }
+
+    /// Deletes sign-ins that expired more than `keep_secs` ago; returns how many.
+    pub fn purge_pending(&self, keep_secs: i64) -> Result<usize, StoreError> {
+        let tree = self.tree(trees::OAUTH_PENDING)?;
+        let mut removed = 0;
+        for (state, record) in self.all_pending()? {
+            if record.expires_at + keep_secs <= now() {
+                tree.remove(state.as_bytes())?;
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            self.flush()?;
+        }
+        Ok(removed)
     }
 
     // ---- sessions ----

@@ -25,8 +25,7 @@ use super::session::{
     self, ChildGrant, Close, EvictIfIdle, GetRecord, Session, SessionConfig, Stop, StopReason,
 };
 use super::{SessionError, SessionView};
-use crate::credential::{Credential, SEAL_KIND};
-use crate::crypto::Keyring;
+use crate::credential::{CredentialKeeper, CredentialKind, RefreshError};
 use crate::store::{now, SessionRecord, Store};
 use crate::workspace::Workspace;
 
@@ -41,7 +40,7 @@ struct Entry {
 /// The actor.
 pub struct Registry {
     store: Store,
-    keyring: Arc<Keyring>,
+    keeper: Arc<CredentialKeeper>,
     workspace: Workspace,
     cfg: Arc<SessionConfig>,
     arbiters: Vec<ArbiterHandle>,
@@ -57,14 +56,14 @@ impl Registry {
     /// robin.
     pub fn new(
         store: Store,
-        keyring: Arc<Keyring>,
+        keeper: Arc<CredentialKeeper>,
         workspace: Workspace,
         cfg: Arc<SessionConfig>,
         arbiters: Vec<ArbiterHandle>,
     ) -> Self {
         Self {
             store,
-            keyring,
+            keeper,
             workspace,
             cfg,
             arbiters,
@@ -110,6 +109,10 @@ impl Actor for Registry {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4096);
+        // Often enough that a token is refreshed well within the margin.
+        let oauth = &self.cfg.settings.oauth;
+        let every = (oauth.refresh_margin / 4).clamp(std::time::Duration::from_secs(1), std::time::Duration::from_secs(60));
+        ctx.run_interval(every, |act, ctx| act.refresh_live_users(ctx));
     }
 }
 
@@ -372,11 +375,8 @@ impl Handler<AcquireChild> for Registry {
             }
             false
         };
-        let (store, keyring, workspace) = (
-            self.store.clone(),
-            self.keyring.clone(),
-            self.workspace.clone(),
-        );
+        let (keeper, workspace) = (self.keeper.clone(), self.workspace.clone());
+        let subscription_login = self.cfg.settings.claude_auth.subscription_login;
         let (owner, project) = (msg.owner, msg.project);
         let reserve_id = session_id.clone();
         Box::pin(
@@ -398,7 +398,7 @@ impl Handler<AcquireChild> for Registry {
                 .then(move |slot, act, _ctx| {
                     async move {
                         slot?;
-                        load_grant(store, keyring, workspace, owner, project).await
+                        load_grant(keeper, workspace, subscription_login, owner, project).await
                     }
                     .into_actor(act)
                 })
@@ -414,47 +414,161 @@ impl Handler<AcquireChild> for Registry {
     }
 }
 
-/// Opens the owner's credential and prepares the child's folders (blocking work).
+/// Opens the owner's credential (refreshing an expiring OAuth token first) and prepares the
+/// child's folders and credential files.
 async fn load_grant(
-    store: Store,
-    keyring: Arc<Keyring>,
+    keeper: Arc<CredentialKeeper>,
     workspace: Workspace,
+    subscription_login: bool,
     owner: String,
     project: String,
 ) -> Result<ChildGrant, SessionError> {
-    store
-        .run(move |s| {
-            let Some(record) = s.credential(&owner)? else {
-                return Ok(Err(SessionError::NoCredentials));
-            };
-            if record.needs_reauth {
-                return Ok(Err(SessionError::CredentialsRejected));
+    let (record, credential) = match keeper.for_child(&owner).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return Err(SessionError::NoCredentials),
+        Err(RefreshError::InvalidGrant) => {
+            return Err(SessionError::CredentialsExpired("the provider refused the refresh token".into()))
+        }
+        Err(RefreshError::Unavailable(reason)) => return Err(SessionError::CredentialsExpired(reason)),
+        Err(RefreshError::Store(e)) => return Err(e.into()),
+        Err(e) => {
+            tracing::error!(user_id = %owner, error = %e, "cannot open a stored credential");
+            return Err(SessionError::CredentialUnreadable);
+        }
+    };
+    if record.needs_reauth {
+        return Err(match record.kind {
+            CredentialKind::Oauth => SessionError::CredentialsExpired("the sign-in needs renewing".into()),
+            _ => SessionError::CredentialsRejected,
+        });
+    }
+    if record.kind.is_subscription() && !subscription_login {
+        return Err(SessionError::SubscriptionDisabled);
+    }
+    let files = credential.files();
+    let paths = actix_web::rt::task::spawn_blocking(move || {
+        let home = workspace.home(&owner)?;
+        let cwd = workspace.project(&owner, &project)?;
+        for (relative, contents) in &files {
+            write_private_file(&home.join(relative), contents)?;
+        }
+        Ok::<_, crate::workspace::WorkspaceError>((home, cwd))
+    })
+    .await
+    .map_err(|_| SessionError::ShuttingDown)?;
+    let (home, cwd) = paths.map_err(|e| SessionError::SpawnFailed(e.to_string()))?;
+    Ok(ChildGrant {
+        credential_env: credential.env(&home),
+        credential_generation: record.generation,
+        credential_kind: record.kind,
+        home,
+        cwd,
+    })
+}
+
+/// Writes `contents` to `path` with mode 0600 (parents 0700), replacing it atomically.
+fn write_private_file(path: &std::path::Path, contents: &[u8]) -> Result<(), crate::workspace::WorkspaceError> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let io = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| crate::workspace::WorkspaceError::Io { context: "cannot write", path, source }
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(parent).map_err(io(parent))?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io(&tmp))?;
+    file.write_all(contents).map_err(io(&tmp))?;
+    file.sync_all().map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+/// A turn failed with 401 on an OAuth credential: refresh once (single-flight with any other
+/// refresh of that user). On success every session of the user restarts its child with the new
+/// token; on failure they all get `credentials_expired`. Answers the new generation.
+#[derive(Debug)]
+pub struct RefreshCredential {
+    /// The owner.
+    pub user_id: String,
+    /// The generation the failing child ran with.
+    pub seen_generation: u64,
+}
+
+impl Message for RefreshCredential {
+    type Result = Result<u64, SessionError>;
+}
+
+impl Handler<RefreshCredential> for Registry {
+    type Result = ResponseActFuture<Self, Result<u64, SessionError>>;
+
+    fn handle(&mut self, msg: RefreshCredential, _ctx: &mut Context<Self>) -> Self::Result {
+        let keeper = self.keeper.clone();
+        let user_id = msg.user_id.clone();
+        let fut = async move { keeper.refresh(&user_id, Some(msg.seen_generation)).await };
+        Box::pin(fut.into_actor(self).map(move |result, act, _ctx| {
+            act.after_refresh(&msg.user_id, &result);
+            result.map(|record| record.generation).map_err(|e| SessionError::CredentialsExpired(e.to_string()))
+        }))
+    }
+}
+
+impl Registry {
+    /// Tells a user's sessions what a refresh did.
+    fn after_refresh(&self, user_id: &str, result: &Result<crate::store::CredentialRecord, RefreshError>) {
+        let sessions = self.sessions.values().filter(|e| e.owner == user_id);
+        match result {
+            Ok(record) => {
+                for entry in sessions {
+                    let _ = entry.addr.try_send(session::CredentialChanged { generation: record.generation });
+                }
             }
-            let credential = match keyring
-                .open(&owner, SEAL_KIND, &record.sealed)
-                .ok()
-                .and_then(|plain| Credential::from_plaintext(&plain).ok())
-            {
-                Some(c) => c,
-                None => {
-                    tracing::error!(user_id = %owner, kid = %record.sealed.kid, "cannot open a stored credential");
-                    return Ok(Err(SessionError::CredentialUnreadable));
+            Err(RefreshError::InvalidGrant) => {
+                for entry in sessions {
+                    let _ = entry.addr.try_send(session::CredentialExpired);
+                }
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Background refresh: OAuth tokens of users with live children that expire within the
+    /// refresh margin are refreshed now, so no turn meets an expired token.
+    fn refresh_live_users(&mut self, ctx: &mut Context<Self>) {
+        if self.shutting_down || self.keeper.oauth().is_none() {
+            return;
+        }
+        let mut owners: Vec<String> = self
+            .children
+            .keys()
+            .filter_map(|id| self.sessions.get(id).map(|e| e.owner.clone()))
+            .collect();
+        owners.sort();
+        owners.dedup();
+        for user_id in owners {
+            let keeper = self.keeper.clone();
+            let uid = user_id.clone();
+            let fut = async move {
+                match keeper.open(&uid).await {
+                    Ok(Some((record, _))) if keeper.expiring(&record) && !record.needs_reauth => {
+                        Some(keeper.refresh(&uid, None).await)
+                    }
+                    _ => None,
                 }
             };
-            let paths = workspace.home(&owner).and_then(|home| Ok((home, workspace.project(&owner, &project)?)));
-            let (home, cwd) = match paths {
-                Ok(p) => p,
-                Err(e) => return Ok(Err(SessionError::SpawnFailed(e.to_string()))),
-            };
-            Ok(Ok(ChildGrant {
-                credential_env: credential.env(),
-                credential_generation: record.generation,
-                home,
-                cwd,
-            }))
-        })
-        .await
-        .unwrap_or_else(|e| Err(e.into()))
+            ctx.spawn(fut.into_actor(self).map(move |result, act, _ctx| {
+                if let Some(result) = result {
+                    act.after_refresh(&user_id, &result);
+                }
+            }));
+        }
+    }
 }
 
 /// A session's child has been reaped (or never started): its slot is free.

@@ -32,7 +32,7 @@ use zeroize::Zeroizing;
 use super::child::{self, ChildHandle, ChildOptions, ExitReport, StopMode};
 use super::fanout::{Fanout, QueueCaps, SubscriberRx};
 use super::frame;
-use super::registry::{AcquireChild, ChildReleased, MarkNeedsReauth, Registry};
+use super::registry::{AcquireChild, ChildReleased, MarkNeedsReauth, RefreshCredential, Registry};
 use super::replay::{Replay, ReplayRing};
 use super::{SessionError, SessionState, SessionView};
 use crate::claude::command::{self, CommandInput};
@@ -69,6 +69,8 @@ pub struct ChildGrant {
     pub credential_env: Vec<(&'static str, Zeroizing<String>)>,
     /// The credential record's generation, to notice changes.
     pub credential_generation: u64,
+    /// The credential's kind (an OAuth token is refreshed once on a 401).
+    pub credential_kind: crate::credential::CredentialKind,
     /// HOME.
     pub home: PathBuf,
     /// cwd (the project folder).
@@ -105,11 +107,14 @@ struct LiveChild {
     handle: ChildHandle,
     generation: u64,
     credential_generation: u64,
+    credential_kind: crate::credential::CredentialKind,
     stdout_done: bool,
     exit: Option<ExitReport>,
 }
 
 struct Turn {
+    /// The message this turn answers, kept to send it again after a credential refresh.
+    content: Value,
     last_output: Instant,
     interrupted_at: Option<Instant>,
     auth_failed: bool,
@@ -135,6 +140,8 @@ pub struct Session {
     stop_waiters: Vec<oneshot::Sender<()>>,
     stop_reason: Option<StopReason>,
     credential_stale: bool,
+    /// The one refresh-and-retry after an OAuth 401 was spent on the current message.
+    auth_retry_used: bool,
     closing: bool,
     state_epoch: u64,
     persisting: bool,
@@ -171,6 +178,7 @@ impl Session {
             stop_waiters: Vec::new(),
             stop_reason: None,
             credential_stale: false,
+            auth_retry_used: false,
             closing: false,
             state_epoch: 0,
             persisting: false,
@@ -276,6 +284,7 @@ impl Session {
         match child.handle.write(protocol::user_message(&content)) {
             Ok(()) => {
                 self.turn = Some(Turn {
+                    content,
                     last_output: Instant::now(),
                     interrupted_at: None,
                     auth_failed: false,
@@ -388,7 +397,9 @@ impl Session {
                 // Some rejections never show as `api_retry`: an OAuth token's 401 ends the turn
                 // with a synthetic answer and `api_error_status` (measured on 2.1.332).
                 if result.is_error && result.api_error_status == Some(401) {
-                    self.on_auth_failure(false);
+                    self.on_auth_failure(false, ctx);
+                } else if !result.is_error {
+                    self.auth_retry_used = false;
                 }
                 self.turn = None;
                 self.record.last_active = now();
@@ -404,32 +415,55 @@ impl Session {
                     self.pump(ctx);
                 }
             }
-            Classified::AuthFailure { .. } => self.on_auth_failure(true),
+            Classified::AuthFailure { .. } => self.on_auth_failure(true, ctx),
             _ => {}
         }
     }
 
     /// The CLI said the API rejected the credential (`system/api_retry` with 401). It would
     /// retry for minutes; tell the user now, stop the turn, and mark the credential.
-    /// `interrupt`: the turn is still running (the CLI is retrying) and must be stopped.
-    fn on_auth_failure(&mut self, interrupt: bool) {
+    /// The API rejected the credential. `interrupt`: the turn is still running (the CLI is
+    /// retrying) and must be stopped. An OAuth token is refreshed once and the message sent
+    /// again in a new child (resuming the conversation); anything else is reported at once and
+    /// the credential marked `needsReauth`.
+    fn on_auth_failure(&mut self, interrupt: bool, ctx: &mut Context<Self>) {
         let Some(turn) = &mut self.turn else { return };
         if turn.auth_failed {
             return;
         }
         turn.auth_failed = true;
-        tracing::info!(session_id = %self.record.id, "credential rejected by the API");
-        self.emit_error(
-            "credentials_rejected",
-            "Anthropic rejected your Claude credential (401); connect a valid one to continue",
-        );
+        let content = turn.content.clone();
         if interrupt {
             self.write_interrupt();
         }
         self.credential_stale = true;
-        self.registry.do_send(MarkNeedsReauth {
-            user_id: self.record.owner.clone(),
-        });
+        let oauth = self.child.as_ref().filter(|c| c.credential_kind == crate::credential::CredentialKind::Oauth);
+        if let (Some(child), false) = (oauth, self.auth_retry_used) {
+            self.auth_retry_used = true;
+            tracing::info!(session_id = %self.record.id, "OAuth token rejected; refreshing once");
+            let request = RefreshCredential {
+                user_id: self.record.owner.clone(),
+                seen_generation: child.credential_generation,
+            };
+            let fut = self.registry.send(request);
+            ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| match result {
+                Ok(Ok(_generation)) => {
+                    // Sent again, first in line, once the new child (with --resume) is up.
+                    act.queue.push_front(content);
+                    act.pump(ctx);
+                }
+                Ok(Err(e)) => act.emit_error("credentials_expired", &e.to_string()),
+                Err(_) => act.emit_error("credentials_expired", "could not refresh the sign-in"),
+            }));
+            return;
+        }
+        tracing::info!(session_id = %self.record.id, "credential rejected by the API");
+        let (code, message) = match oauth {
+            Some(_) => ("credentials_expired", "your Claude sign-in was rejected (401); sign in again"),
+            None => ("credentials_rejected", "Anthropic rejected your Claude credential (401); connect a valid one to continue"),
+        };
+        self.emit_error(code, message);
+        self.registry.do_send(MarkNeedsReauth { user_id: self.record.owner.clone() });
     }
 
     // ---- child lifecycle ----
@@ -531,6 +565,7 @@ impl Session {
             handle: spawned.handle,
             generation,
             credential_generation: grant.credential_generation,
+            credential_kind: grant.credential_kind,
             stdout_done: false,
             exit: None,
         });
@@ -985,5 +1020,23 @@ impl Handler<CredentialChanged> for Session {
                 self.pump(ctx);
             }
         }
+    }
+}
+
+/// The owner's OAuth sign-in could not be refreshed (`invalid_grant`): tell the tabs. Sent by
+/// the registry.
+#[derive(Debug)]
+pub struct CredentialExpired;
+
+impl Message for CredentialExpired {
+    type Result = ();
+}
+
+impl Handler<CredentialExpired> for Session {
+    type Result = ();
+
+    fn handle(&mut self, _: CredentialExpired, _ctx: &mut Context<Self>) {
+        self.credential_stale = true;
+        self.emit_error("credentials_expired", "your Claude sign-in expired or was revoked; sign in again");
     }
 }
