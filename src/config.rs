@@ -575,10 +575,16 @@ impl Settings {
         }
         if let Some(path) = &o.client_secret_file {
             if !path.is_file() {
-                return invalid(format!("oauth.client_secret_file {} is not a readable file", path.display()));
+                return invalid(format!(
+                    "oauth.client_secret_file {} is not a readable file",
+                    path.display()
+                ));
             }
         }
-        if o.redirect_mode == RedirectMode::Paste && o.redirect_uri.is_none() && o.authorize_url.is_some() {
+        if o.redirect_mode == RedirectMode::Paste
+            && o.redirect_uri.is_none()
+            && o.authorize_url.is_some()
+        {
             return invalid("oauth.redirect_mode = \"paste\" needs oauth.redirect_uri (the provider's code page)".into());
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
@@ -879,7 +885,16 @@ mod tests {
         let parsed = Settings::load(Some(&path), env(&[]), &FlagOverrides::default()).unwrap();
         assert_eq!(parsed.server, Settings::default().server);
         // Optional keys are documented as commented-out lines.
-        for key in ["public_url", "workspace_dir", "authorize_url", "token_url", "client_id", "client_secret", "client_secret_file", "redirect_uri"] {
+        for key in [
+            "public_url",
+            "workspace_dir",
+            "authorize_url",
+            "token_url",
+            "client_id",
+            "client_secret",
+            "client_secret_file",
+            "redirect_uri",
+        ] {
             assert!(
                 text.lines()
                     .any(|l| l.trim_start().starts_with(&format!("# {key} ="))),

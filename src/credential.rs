@@ -121,18 +121,30 @@ impl Drop for Credential {
     fn drop(&mut self) {
         match self {
             Self::ApiKey { key } => key.zeroize(),
-            Self::Oauth { access_token, refresh_token, .. } => {
+            Self::Oauth {
+                access_token,
+                refresh_token,
+                ..
+            } => {
                 access_token.zeroize();
                 refresh_token.zeroize();
             }
             Self::SetupToken { token } => token.zeroize(),
-            Self::BedrockKeys { secret_access_key, session_token, access_key_id, .. } => {
+            Self::BedrockKeys {
+                secret_access_key,
+                session_token,
+                access_key_id,
+                ..
+            } => {
                 secret_access_key.zeroize();
                 session_token.zeroize();
                 access_key_id.zeroize();
             }
             Self::BedrockToken { bearer_token, .. } => bearer_token.zeroize(),
-            Self::Vertex { service_account_json, .. } => service_account_json.zeroize(),
+            Self::Vertex {
+                service_account_json,
+                ..
+            } => service_account_json.zeroize(),
             Self::Foundry { api_key, .. } => api_key.zeroize(),
         }
     }
@@ -157,18 +169,33 @@ impl Credential {
             Self::ApiKey { key } => hint_of(key),
             Self::Oauth { access_token, .. } => hint_of(access_token),
             Self::SetupToken { token } => hint_of(token),
-            Self::BedrockKeys { region, access_key_id, .. } => {
+            Self::BedrockKeys {
+                region,
+                access_key_id,
+                ..
+            } => {
                 format!("{} ({region})", hint_of(access_key_id))
             }
-            Self::BedrockToken { region, bearer_token } => format!("{} ({region})", hint_of(bearer_token)),
-            Self::Vertex { project_id, region, service_account_json } => {
+            Self::BedrockToken {
+                region,
+                bearer_token,
+            } => format!("{} ({region})", hint_of(bearer_token)),
+            Self::Vertex {
+                project_id,
+                region,
+                service_account_json,
+            } => {
                 let email = serde_json::from_str::<Value>(service_account_json)
                     .ok()
                     .and_then(|v| v["client_email"].as_str().map(str::to_owned))
                     .unwrap_or_default();
                 format!("{email} ({project_id}, {region})")
             }
-            Self::Foundry { resource, base_url, api_key } => {
+            Self::Foundry {
+                resource,
+                base_url,
+                api_key,
+            } => {
                 let target = resource.as_deref().or(base_url.as_deref()).unwrap_or("");
                 format!("{} ({target})", hint_of(api_key))
             }
@@ -183,7 +210,12 @@ impl Credential {
             Self::ApiKey { key } => vec![("ANTHROPIC_API_KEY", v(key))],
             Self::Oauth { access_token, .. } => vec![("CLAUDE_CODE_OAUTH_TOKEN", v(access_token))],
             Self::SetupToken { token } => vec![("CLAUDE_CODE_OAUTH_TOKEN", v(token))],
-            Self::BedrockKeys { region, access_key_id, secret_access_key, session_token } => {
+            Self::BedrockKeys {
+                region,
+                access_key_id,
+                secret_access_key,
+                session_token,
+            } => {
                 let mut env = vec![
                     ("CLAUDE_CODE_USE_BEDROCK", v("1")),
                     ("AWS_REGION", v(region)),
@@ -195,12 +227,17 @@ impl Credential {
                 }
                 env
             }
-            Self::BedrockToken { region, bearer_token } => vec![
+            Self::BedrockToken {
+                region,
+                bearer_token,
+            } => vec![
                 ("CLAUDE_CODE_USE_BEDROCK", v("1")),
                 ("AWS_REGION", v(region)),
                 ("AWS_BEARER_TOKEN_BEDROCK", v(bearer_token)),
             ],
-            Self::Vertex { project_id, region, .. } => vec![
+            Self::Vertex {
+                project_id, region, ..
+            } => vec![
                 ("CLAUDE_CODE_USE_VERTEX", v("1")),
                 ("CLOUD_ML_REGION", v(region)),
                 ("ANTHROPIC_VERTEX_PROJECT_ID", v(project_id)),
@@ -209,8 +246,15 @@ impl Credential {
                     v(&home.join(VERTEX_CREDENTIALS_FILE).to_string_lossy()),
                 ),
             ],
-            Self::Foundry { resource, base_url, api_key } => {
-                let mut env = vec![("CLAUDE_CODE_USE_FOUNDRY", v("1")), ("ANTHROPIC_FOUNDRY_API_KEY", v(api_key))];
+            Self::Foundry {
+                resource,
+                base_url,
+                api_key,
+            } => {
+                let mut env = vec![
+                    ("CLAUDE_CODE_USE_FOUNDRY", v("1")),
+                    ("ANTHROPIC_FOUNDRY_API_KEY", v(api_key)),
+                ];
                 if let Some(resource) = resource {
                     env.push(("ANTHROPIC_FOUNDRY_RESOURCE", v(resource)));
                 }
@@ -225,7 +269,10 @@ impl Credential {
     /// Files the child needs in its HOME (path relative to HOME, contents), written 0600.
     pub fn files(&self) -> Vec<(PathBuf, Zeroizing<Vec<u8>>)> {
         match self {
-            Self::Vertex { service_account_json, .. } => vec![(
+            Self::Vertex {
+                service_account_json,
+                ..
+            } => vec![(
                 PathBuf::from(VERTEX_CREDENTIALS_FILE),
                 Zeroizing::new(service_account_json.as_bytes().to_vec()),
             )],
@@ -325,7 +372,9 @@ fn token(raw: &str, what: &str, min: usize, max: usize) -> Result<String, String
         return Err(format!("{what} must be {min} to {max} characters"));
     }
     if !t.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(format!("{what} may hold only visible ASCII characters, without spaces"));
+        return Err(format!(
+            "{what} may hold only visible ASCII characters, without spaces"
+        ));
     }
     Ok(t.to_owned())
 }
@@ -334,9 +383,14 @@ fn token(raw: &str, what: &str, min: usize, max: usize) -> Result<String, String
 pub fn parse_setup_token(raw: &str) -> Result<Credential, String> {
     let t = token(raw, "the token", 20, 512)?;
     if !t.starts_with("sk-ant-oat") {
-        return Err("a setup token starts with sk-ant-oat (run `claude setup-token` to get one)".into());
+        return Err(
+            "a setup token starts with sk-ant-oat (run `claude setup-token` to get one)".into(),
+        );
     }
-    if !t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+    if !t
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
         return Err("a setup token holds only letters, digits, '-' and '_'".into());
     }
     Ok(Credential::SetupToken { token: t })
@@ -346,8 +400,14 @@ fn aws_region(raw: &str) -> Result<String, String> {
     let r = raw.trim();
     let parts: Vec<&str> = r.split('-').collect();
     let ok = parts.len() >= 3
-        && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
-        && parts.last().is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()));
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+        && parts
+            .last()
+            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()));
     if ok && r.len() <= 32 {
         Ok(r.to_owned())
     } else {
@@ -419,13 +479,22 @@ impl VertexInput {
         let project_id = self.project_id.trim().to_owned();
         let ok_project = (6..=30).contains(&project_id.len())
             && project_id.starts_with(|c: char| c.is_ascii_lowercase())
-            && project_id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            && project_id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if !ok_project {
             return Err(format!("{project_id:?} is not a Google Cloud project id"));
         }
         let region = self.region.trim().to_owned();
-        if region.is_empty() || region.len() > 32 || !region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
-            return Err(format!("{region:?} is not a Vertex AI region like us-east5 or global"));
+        if region.is_empty()
+            || region.len() > 32
+            || !region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(format!(
+                "{region:?} is not a Vertex AI region like us-east5 or global"
+            ));
         }
         let text = match self.service_account_json {
             Value::String(s) => s,
@@ -435,19 +504,30 @@ impl VertexInput {
         if text.len() > MAX_SERVICE_ACCOUNT_BYTES {
             return Err("serviceAccountJson is larger than 16 KiB".into());
         }
-        let parsed: Value = serde_json::from_str(&text).map_err(|_| "serviceAccountJson is not valid JSON".to_owned())?;
+        let parsed: Value = serde_json::from_str(&text)
+            .map_err(|_| "serviceAccountJson is not valid JSON".to_owned())?;
         if parsed["type"] != "service_account" {
-            return Err("serviceAccountJson must be a service-account key (\"type\": \"service_account\")".into());
+            return Err(
+                "serviceAccountJson must be a service-account key (\"type\": \"service_account\")"
+                    .into(),
+            );
         }
         for field in ["project_id", "private_key", "client_email"] {
             if !parsed[field].as_str().is_some_and(|s| !s.is_empty()) {
                 return Err(format!("serviceAccountJson lacks {field:?}"));
             }
         }
-        if !parsed["private_key"].as_str().is_some_and(|k| k.contains("PRIVATE KEY")) {
+        if !parsed["private_key"]
+            .as_str()
+            .is_some_and(|k| k.contains("PRIVATE KEY"))
+        {
             return Err("serviceAccountJson's private_key is not a PEM private key".into());
         }
-        Ok(Credential::Vertex { project_id, region, service_account_json: text })
+        Ok(Credential::Vertex {
+            project_id,
+            region,
+            service_account_json: text,
+        })
     }
 }
 
@@ -468,14 +548,33 @@ pub struct FoundryInput {
 impl FoundryInput {
     /// Checks and converts.
     pub fn into_credential(self) -> Result<Credential, String> {
-        let resource = self.resource.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
-        let base_url = self.base_url.map(|u| u.trim().to_owned()).filter(|u| !u.is_empty());
+        let resource = self
+            .resource
+            .map(|r| r.trim().to_owned())
+            .filter(|r| !r.is_empty());
+        let base_url = self
+            .base_url
+            .map(|u| u.trim().to_owned())
+            .filter(|u| !u.is_empty());
         match (&resource, &base_url) {
-            (Some(r), None) if r.len() <= 64 && r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') => {}
-            (None, Some(u)) if u.starts_with("https://") && u.len() <= 256 && !u.contains(char::is_whitespace) => {}
-            _ => return Err("give either resource (a Foundry resource name) or baseUrl (an https URL)".into()),
+            (Some(r), None)
+                if r.len() <= 64 && r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') => {}
+            (None, Some(u))
+                if u.starts_with("https://")
+                    && u.len() <= 256
+                    && !u.contains(char::is_whitespace) => {}
+            _ => {
+                return Err(
+                    "give either resource (a Foundry resource name) or baseUrl (an https URL)"
+                        .into(),
+                )
+            }
         }
-        Ok(Credential::Foundry { resource, base_url, api_key: token(&self.api_key, "apiKey", 16, 512)? })
+        Ok(Credential::Foundry {
+            resource,
+            base_url,
+            api_key: token(&self.api_key, "apiKey", 16, 512)?,
+        })
     }
 }
 
@@ -485,13 +584,31 @@ mod tests {
 
     #[test]
     fn api_keys_are_trimmed_and_checked() {
-        assert_eq!(normalize_api_key("  sk-ant-api03-abc\r\n"), Ok("sk-ant-api03-abc"));
+        assert_eq!(
+            normalize_api_key("  sk-ant-api03-abc\r\n"),
+            Ok("sk-ant-api03-abc")
+        );
         assert_eq!(normalize_api_key(" \r\n"), Err(MalformedKey::Empty));
-        assert_eq!(normalize_api_key("sk-ant api"), Err(MalformedKey::InnerWhitespace));
-        assert_eq!(normalize_api_key("sk-ant-\u{7}x"), Err(MalformedKey::BadCharacters));
-        assert_eq!(normalize_api_key("sk-ant-é"), Err(MalformedKey::BadCharacters));
-        assert_eq!(normalize_api_key("sk-ant-oat01-abcdef"), Err(MalformedKey::OauthToken));
-        assert_eq!(normalize_api_key(&"a".repeat(513)), Err(MalformedKey::TooLong));
+        assert_eq!(
+            normalize_api_key("sk-ant api"),
+            Err(MalformedKey::InnerWhitespace)
+        );
+        assert_eq!(
+            normalize_api_key("sk-ant-\u{7}x"),
+            Err(MalformedKey::BadCharacters)
+        );
+        assert_eq!(
+            normalize_api_key("sk-ant-é"),
+            Err(MalformedKey::BadCharacters)
+        );
+        assert_eq!(
+            normalize_api_key("sk-ant-oat01-abcdef"),
+            Err(MalformedKey::OauthToken)
+        );
+        assert_eq!(
+            normalize_api_key(&"a".repeat(513)),
+            Err(MalformedKey::TooLong)
+        );
         assert!(normalize_api_key(&"a".repeat(512)).is_ok());
     }
 
@@ -505,7 +622,9 @@ mod tests {
 
     #[test]
     fn debug_and_env() {
-        let c = Credential::ApiKey { key: "sk-ant-api03-secretsecret".into() };
+        let c = Credential::ApiKey {
+            key: "sk-ant-api03-secretsecret".into(),
+        };
         assert!(!format!("{c:?}").contains("secret"));
         let env = c.env(Path::new("/home/u"));
         assert_eq!(env[0].0, "ANTHROPIC_API_KEY");
@@ -519,14 +638,24 @@ mod tests {
         let keys = BedrockInput {
             region: "us-east-1".into(),
             access_key_id: Some(Zeroizing::new("AKIAIOSFODNN7EXAMPLE".into())),
-            secret_access_key: Some(Zeroizing::new("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into())),
+            secret_access_key: Some(Zeroizing::new(
+                "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into(),
+            )),
             session_token: None,
             bearer_token: None,
         }
         .into_credential()
         .unwrap();
         let names: Vec<&str> = keys.env(Path::new("/h")).iter().map(|(k, _)| *k).collect();
-        assert_eq!(names, ["CLAUDE_CODE_USE_BEDROCK", "AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]);
+        assert_eq!(
+            names,
+            [
+                "CLAUDE_CODE_USE_BEDROCK",
+                "AWS_REGION",
+                "AWS_ACCESS_KEY_ID",
+                "AWS_SECRET_ACCESS_KEY"
+            ]
+        );
         assert_eq!(keys.hint(), "AKIA…MPLE (us-east-1)");
         let token = BedrockInput {
             region: "eu-central-1".into(),
@@ -537,7 +666,10 @@ mod tests {
         }
         .into_credential()
         .unwrap();
-        assert!(token.env(Path::new("/h")).iter().any(|(k, _)| *k == "AWS_BEARER_TOKEN_BEDROCK"));
+        assert!(token
+            .env(Path::new("/h"))
+            .iter()
+            .any(|(k, _)| *k == "AWS_BEARER_TOKEN_BEDROCK"));
         let both = BedrockInput {
             region: "us-east-1".into(),
             access_key_id: Some(Zeroizing::new("AKIAIOSFODNN7EXAMPLE".into())),
@@ -562,19 +694,32 @@ mod tests {
             "type": "service_account", "project_id": "my-project", "client_email": "sa@my-project.iam.gserviceaccount.com",
             "private_key": "-----BEGIN PRIVATE KEY-----\nMII...\n-----END PRIVATE KEY-----\n"
         });
-        let ok = VertexInput { project_id: "my-project".into(), region: "us-east5".into(), service_account_json: sa.clone() }
-            .into_credential()
-            .unwrap();
+        let ok = VertexInput {
+            project_id: "my-project".into(),
+            region: "us-east5".into(),
+            service_account_json: sa.clone(),
+        }
+        .into_credential()
+        .unwrap();
         let env = ok.env(Path::new("/ws/users/u1"));
-        assert!(env.iter().any(|(k, v)| *k == "GOOGLE_APPLICATION_CREDENTIALS"
-            && v.as_str() == "/ws/users/u1/.config/sashad/vertex-service-account.json"));
+        assert!(env
+            .iter()
+            .any(|(k, v)| *k == "GOOGLE_APPLICATION_CREDENTIALS"
+                && v.as_str() == "/ws/users/u1/.config/sashad/vertex-service-account.json"));
         assert_eq!(ok.files().len(), 1);
-        assert_eq!(ok.hint(), "sa@my-project.iam.gserviceaccount.com (my-project, us-east5)");
+        assert_eq!(
+            ok.hint(),
+            "sa@my-project.iam.gserviceaccount.com (my-project, us-east5)"
+        );
         let mut missing = sa.clone();
         missing.as_object_mut().unwrap().remove("private_key");
-        let err = VertexInput { project_id: "my-project".into(), region: "us-east5".into(), service_account_json: missing }
-            .into_credential()
-            .unwrap_err();
+        let err = VertexInput {
+            project_id: "my-project".into(),
+            region: "us-east5".into(),
+            service_account_json: missing,
+        }
+        .into_credential()
+        .unwrap_err();
         assert!(err.contains("private_key"), "{err}");
         let err = VertexInput {
             project_id: "my-project".into(),

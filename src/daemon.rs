@@ -17,13 +17,13 @@ use anyhow::Context;
 
 use crate::accounts::LoginLimiter;
 use crate::anthropic::oauth::OAuthProvider;
-use crate::credential::CredentialKeeper;
-use crate::signin::SignIn;
 use crate::config::Settings;
+use crate::credential::CredentialKeeper;
 use crate::crypto::{KeySource, Keyring};
 use crate::http::{self, AppState};
 use crate::keys;
 use crate::logging::LogHandle;
+use crate::signin::SignIn;
 use crate::store::Store;
 use crate::supervisor::registry::{LoadSessions, Shutdown};
 use crate::supervisor::session::SessionConfig;

@@ -245,7 +245,11 @@ pub fn rotate(
         if &pending.verifier.kid == keyring.active_kid() {
             continue;
         }
-        pending.verifier = keyring.reseal(&pending.user_id, crate::signin::VERIFIER_KIND, &pending.verifier)?;
+        pending.verifier = keyring.reseal(
+            &pending.user_id,
+            crate::signin::VERIFIER_KIND,
+            &pending.verifier,
+        )?;
         store.put_pending(&state, &pending)?;
         resealed += 1;
     }

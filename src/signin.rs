@@ -13,7 +13,9 @@ use std::time::Duration;
 use crate::anthropic::oauth::{OAuthError, OAuthProvider};
 use crate::credential::{Credential, CredentialKeeper, RefreshError};
 use crate::crypto::CryptoError;
-use crate::store::{now, CredentialRecord, OAuthPendingRecord, PendingStatus, StoreError, Validation};
+use crate::store::{
+    now, CredentialRecord, OAuthPendingRecord, PendingStatus, StoreError, Validation,
+};
 
 /// The AAD kind of a sealed PKCE verifier.
 pub const VERIFIER_KIND: &str = "oauth_verifier";
@@ -116,10 +118,20 @@ impl SignIn {
     }
 
     /// Starts a sign-in for `user_id`: returns the authorization URL and the state.
-    pub async fn initiate(&self, user_id: &str, store: &crate::store::Store) -> Result<(String, String), SignInError> {
-        let provider = self.provider().ok_or_else(|| SignInError::Internal("not configured".into()))?;
+    pub async fn initiate(
+        &self,
+        user_id: &str,
+        store: &crate::store::Store,
+    ) -> Result<(String, String), SignInError> {
+        let provider = self
+            .provider()
+            .ok_or_else(|| SignInError::Internal("not configured".into()))?;
         let authorization = provider.authorize();
-        let verifier = self.keeper.keyring().seal(user_id, VERIFIER_KIND, authorization.verifier.as_bytes())?;
+        let verifier = self.keeper.keyring().seal(
+            user_id,
+            VERIFIER_KIND,
+            authorization.verifier.as_bytes(),
+        )?;
         let record = OAuthPendingRecord {
             v: 1,
             user_id: user_id.to_owned(),
@@ -145,7 +157,9 @@ impl SignIn {
         code: &str,
         expected_user: Option<&str>,
     ) -> Result<(String, CredentialRecord), SignInError> {
-        let provider = self.provider().ok_or_else(|| SignInError::Internal("not configured".into()))?;
+        let provider = self
+            .provider()
+            .ok_or_else(|| SignInError::Internal("not configured".into()))?;
         let key = state.to_owned();
         let Some(found) = store.run(move |s| s.pending(&key)).await? else {
             return Err(SignInError::UnknownState);
@@ -157,22 +171,34 @@ impl SignIn {
         let key = state.to_owned();
         let claimed = match store.run(move |s| s.claim_pending(&key)).await? {
             None => return Err(SignInError::UnknownState),
-            Some(Err(record)) if record.status == PendingStatus::Pending => return Err(SignInError::Expired),
+            Some(Err(record)) if record.status == PendingStatus::Pending => {
+                return Err(SignInError::Expired)
+            }
             Some(Err(_)) => return Err(SignInError::AlreadyUsed),
             Some(Ok(record)) => record,
         };
         let user_id = claimed.user_id.clone();
         let result = async {
-            let verifier = self.keeper.keyring().open(&user_id, VERIFIER_KIND, &claimed.verifier)?;
+            let verifier =
+                self.keeper
+                    .keyring()
+                    .open(&user_id, VERIFIER_KIND, &claimed.verifier)?;
             let verifier = String::from_utf8_lossy(&verifier).into_owned();
-            let tokens = provider.exchange(code, &verifier).await.map_err(SignInError::Exchange)?;
+            let tokens = provider
+                .exchange(code, &verifier)
+                .await
+                .map_err(SignInError::Exchange)?;
             let credential = Credential::Oauth {
                 access_token: tokens.access_token.to_string(),
                 refresh_token: tokens.refresh_token.as_ref().map(|t| t.to_string()),
                 expires_at: tokens.expires_at,
                 scopes: tokens.scopes.clone(),
             };
-            Ok::<_, SignInError>(self.keeper.put(&user_id, &credential, Validation::Ok).await?)
+            Ok::<_, SignInError>(
+                self.keeper
+                    .put(&user_id, &credential, Validation::Ok)
+                    .await?,
+            )
         }
         .await;
         let (status, reason) = match &result {
@@ -180,26 +206,46 @@ impl SignIn {
             Err(e) => (PendingStatus::Failed, Some(e.to_string())),
         };
         let key = state.to_owned();
-        store.run(move |s| s.finish_pending(&key, status, reason)).await?;
+        store
+            .run(move |s| s.finish_pending(&key, status, reason))
+            .await?;
         match &result {
-            Ok(_) => tracing::info!(user_id, event = "signin_completed", "oauth sign-in completed"),
-            Err(e) => tracing::info!(user_id, event = "signin_failed", code = e.code(), "oauth sign-in failed"),
+            Ok(_) => tracing::info!(
+                user_id,
+                event = "signin_completed",
+                "oauth sign-in completed"
+            ),
+            Err(e) => tracing::info!(
+                user_id,
+                event = "signin_failed",
+                code = e.code(),
+                "oauth sign-in failed"
+            ),
         }
         result.map(|record| (user_id, record))
     }
 
     /// The provider sent the user back with `error` (RFC 6749 §4.1.2.1): the sign-in fails.
-    pub async fn deny(&self, store: &crate::store::Store, state: &str, reason: String) -> Result<(), SignInError> {
+    pub async fn deny(
+        &self,
+        store: &crate::store::Store,
+        state: &str,
+        reason: String,
+    ) -> Result<(), SignInError> {
         let key = state.to_owned();
         match store.run(move |s| s.claim_pending(&key)).await? {
             Some(Ok(record)) => {
                 let key = state.to_owned();
                 let why = reason.clone();
-                store.run(move |s| s.finish_pending(&key, PendingStatus::Failed, Some(why))).await?;
+                store
+                    .run(move |s| s.finish_pending(&key, PendingStatus::Failed, Some(why)))
+                    .await?;
                 tracing::info!(user_id = %record.user_id, event = "signin_failed", code = "access_denied", "oauth sign-in failed");
                 Ok(())
             }
-            Some(Err(record)) if record.status == PendingStatus::Pending => Err(SignInError::Expired),
+            Some(Err(record)) if record.status == PendingStatus::Pending => {
+                Err(SignInError::Expired)
+            }
             Some(Err(_)) => Err(SignInError::AlreadyUsed),
             None => Err(SignInError::UnknownState),
         }
@@ -213,7 +259,9 @@ impl SignIn {
         user_id: &str,
     ) -> Result<Option<SignInStatus>, StoreError> {
         let key = state.to_owned();
-        let Some(record) = store.run(move |s| s.pending(&key)).await? else { return Ok(None) };
+        let Some(record) = store.run(move |s| s.pending(&key)).await? else {
+            return Ok(None);
+        };
         if record.user_id != user_id {
             return Ok(None);
         }
@@ -223,7 +271,10 @@ impl SignIn {
             PendingStatus::Completed => "completed",
             PendingStatus::Failed => "failed",
         };
-        Ok(Some(SignInStatus { status, reason: record.reason }))
+        Ok(Some(SignInStatus {
+            status,
+            reason: record.reason,
+        }))
     }
 }
 
@@ -231,7 +282,9 @@ impl SignIn {
 pub fn split_pasted(input: &str) -> Result<(&str, &str), SignInError> {
     let input = input.trim();
     let (code, state) = input.split_once('#').ok_or(SignInError::Malformed)?;
-    let plain = |s: &str| !s.is_empty() && s.len() <= 2048 && s.bytes().all(|b| b.is_ascii_graphic() && b != b'#');
+    let plain = |s: &str| {
+        !s.is_empty() && s.len() <= 2048 && s.bytes().all(|b| b.is_ascii_graphic() && b != b'#')
+    };
     if plain(code) && plain(state) {
         Ok((code, state))
     } else {

@@ -10,8 +10,8 @@ use std::time::Duration;
 use oauth2::basic::{BasicClient, BasicErrorResponseType};
 use oauth2::{
     AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet,
-    EndpointSet, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken,
-    RequestTokenError, Scope, TokenResponse, TokenUrl,
+    EndpointSet, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError,
+    Scope, TokenResponse, TokenUrl,
 };
 use zeroize::Zeroizing;
 
@@ -69,7 +69,9 @@ pub struct TokenSet {
 
 impl std::fmt::Debug for TokenSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenSet").field("expires_at", &self.expires_at).finish_non_exhaustive()
+        f.debug_struct("TokenSet")
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
     }
 }
 
@@ -94,7 +96,9 @@ pub struct OAuthProvider {
 
 impl std::fmt::Debug for OAuthProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OAuthProvider").field("redirect_mode", &self.redirect_mode).finish_non_exhaustive()
+        f.debug_struct("OAuthProvider")
+            .field("redirect_mode", &self.redirect_mode)
+            .finish_non_exhaustive()
     }
 }
 
@@ -107,26 +111,43 @@ impl OAuthProvider {
         default_redirect: &str,
         http: reqwest::Client,
     ) -> Result<Option<Self>, OAuthConfigError> {
-        let (Some(auth), Some(token), Some(client_id)) =
-            (&settings.authorize_url, &settings.token_url, &settings.client_id)
-        else {
+        let (Some(auth), Some(token), Some(client_id)) = (
+            &settings.authorize_url,
+            &settings.token_url,
+            &settings.client_id,
+        ) else {
             return Ok(None);
         };
-        let redirect = settings.redirect_uri.clone().unwrap_or_else(|| default_redirect.to_owned());
+        let redirect = settings
+            .redirect_uri
+            .clone()
+            .unwrap_or_else(|| default_redirect.to_owned());
         let mut client = BasicClient::new(ClientId::new(client_id.clone()))
-            .set_auth_uri(AuthUrl::new(auth.clone()).map_err(|_| OAuthConfigError::BadUrl("authorize_url"))?)
-            .set_token_uri(TokenUrl::new(token.clone()).map_err(|_| OAuthConfigError::BadUrl("token_url"))?)
-            .set_redirect_uri(RedirectUrl::new(redirect).map_err(|_| OAuthConfigError::BadUrl("redirect_uri"))?);
+            .set_auth_uri(
+                AuthUrl::new(auth.clone())
+                    .map_err(|_| OAuthConfigError::BadUrl("authorize_url"))?,
+            )
+            .set_token_uri(
+                TokenUrl::new(token.clone()).map_err(|_| OAuthConfigError::BadUrl("token_url"))?,
+            )
+            .set_redirect_uri(
+                RedirectUrl::new(redirect).map_err(|_| OAuthConfigError::BadUrl("redirect_uri"))?,
+            );
         let secret = match (&settings.client_secret, &settings.client_secret_file) {
             (Some(secret), _) => Some(secret.expose().to_owned()),
             (None, Some(path)) => Some(
-                std::fs::read_to_string(path).map_err(OAuthConfigError::SecretFile)?.trim().to_owned(),
+                std::fs::read_to_string(path)
+                    .map_err(OAuthConfigError::SecretFile)?
+                    .trim()
+                    .to_owned(),
             ),
             (None, None) => None,
         };
         client = match secret {
             // A confidential client authenticates with HTTP Basic (RFC 6749 §2.3.1).
-            Some(secret) => client.set_client_secret(ClientSecret::new(secret)).set_auth_type(AuthType::BasicAuth),
+            Some(secret) => client
+                .set_client_secret(ClientSecret::new(secret))
+                .set_auth_type(AuthType::BasicAuth),
             // A public client sends its id in the body; PKCE protects the code.
             None => client.set_auth_type(AuthType::RequestBody),
         };
@@ -168,7 +189,12 @@ impl OAuthProvider {
             .set_pkce_verifier(PkceCodeVerifier::new(verifier.to_owned()));
         let response = tokio::time::timeout(self.timeout, request.request_async(&self.http))
             .await
-            .map_err(|_| OAuthError::Unavailable(format!("no answer within {}", humantime::format_duration(self.timeout))))?;
+            .map_err(|_| {
+                OAuthError::Unavailable(format!(
+                    "no answer within {}",
+                    humantime::format_duration(self.timeout)
+                ))
+            })?;
         self.tokens(response, None)
     }
 
@@ -179,7 +205,12 @@ impl OAuthProvider {
         let request = self.client.exchange_refresh_token(&refresh);
         let response = tokio::time::timeout(self.timeout, request.request_async(&self.http))
             .await
-            .map_err(|_| OAuthError::Unavailable(format!("no answer within {}", humantime::format_duration(self.timeout))))?;
+            .map_err(|_| {
+                OAuthError::Unavailable(format!(
+                    "no answer within {}",
+                    humantime::format_duration(self.timeout)
+                ))
+            })?;
         self.tokens(response, Some(refresh_token))
     }
 
@@ -196,11 +227,16 @@ impl OAuthProvider {
                 let description = r.error_description().cloned();
                 match r.error() {
                     BasicErrorResponseType::InvalidGrant => OAuthError::InvalidGrant(description),
-                    other => OAuthError::Refused { code: other.to_string(), description },
+                    other => OAuthError::Refused {
+                        code: other.to_string(),
+                        description,
+                    },
                 }
             }
             RequestTokenError::Request(_) => OAuthError::Unavailable("network error".into()),
-            RequestTokenError::Parse(_, _) => OAuthError::Unavailable("not a token response".into()),
+            RequestTokenError::Parse(_, _) => {
+                OAuthError::Unavailable("not a token response".into())
+            }
             RequestTokenError::Other(s) => OAuthError::Unavailable(s),
         })?;
         let scopes = response

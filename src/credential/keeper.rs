@@ -54,7 +54,9 @@ pub struct CredentialKeeper {
 
 impl std::fmt::Debug for CredentialKeeper {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CredentialKeeper").field("oauth", &self.oauth.is_some()).finish_non_exhaustive()
+        f.debug_struct("CredentialKeeper")
+            .field("oauth", &self.oauth.is_some())
+            .finish_non_exhaustive()
     }
 }
 
@@ -94,11 +96,21 @@ impl CredentialKeeper {
     ) -> Result<CredentialRecord, RefreshError> {
         let record = self.seal(user_id, credential, validation)?;
         let user = user_id.to_owned();
-        Ok(self.store.run(move |s| s.put_credential(&user, record)).await?)
+        Ok(self
+            .store
+            .run(move |s| s.put_credential(&user, record))
+            .await?)
     }
 
-    fn seal(&self, user_id: &str, credential: &Credential, validation: Validation) -> Result<CredentialRecord, CryptoError> {
-        let sealed = self.keyring.seal(user_id, SEAL_KIND, &credential.to_plaintext())?;
+    fn seal(
+        &self,
+        user_id: &str,
+        credential: &Credential,
+        validation: Validation,
+    ) -> Result<CredentialRecord, CryptoError> {
+        let sealed = self
+            .keyring
+            .seal(user_id, SEAL_KIND, &credential.to_plaintext())?;
         Ok(CredentialRecord {
             v: 1,
             kind: credential.kind(),
@@ -114,31 +126,46 @@ impl CredentialKeeper {
     }
 
     /// The stored record and its opened credential, if any.
-    pub async fn open(&self, user_id: &str) -> Result<Option<(CredentialRecord, Credential)>, RefreshError> {
+    pub async fn open(
+        &self,
+        user_id: &str,
+    ) -> Result<Option<(CredentialRecord, Credential)>, RefreshError> {
         let user = user_id.to_owned();
-        let Some(record) = self.store.run(move |s| s.credential(&user)).await? else { return Ok(None) };
+        let Some(record) = self.store.run(move |s| s.credential(&user)).await? else {
+            return Ok(None);
+        };
         let plain = self.keyring.open(user_id, SEAL_KIND, &record.sealed)?;
-        let credential = Credential::from_plaintext(&plain).map_err(|_| CryptoError::Malformed("credential"))?;
+        let credential =
+            Credential::from_plaintext(&plain).map_err(|_| CryptoError::Malformed("credential"))?;
         Ok(Some((record, credential)))
     }
 
     /// Whether an OAuth record's access token expires within the refresh window.
     pub fn expiring(&self, record: &CredentialRecord) -> bool {
         record.kind == CredentialKind::Oauth
-            && record.expires_at.is_some_and(|at| at - now() <= self.refresh_window)
+            && record
+                .expires_at
+                .is_some_and(|at| at - now() <= self.refresh_window)
     }
 
     /// The credential a child should start with: opened, and refreshed first when it is an
     /// OAuth token about to expire. A refresh the provider cannot answer leaves a token that
     /// has not expired yet in use.
-    pub async fn for_child(&self, user_id: &str) -> Result<Option<(CredentialRecord, Credential)>, RefreshError> {
-        let Some((record, credential)) = self.open(user_id).await? else { return Ok(None) };
+    pub async fn for_child(
+        &self,
+        user_id: &str,
+    ) -> Result<Option<(CredentialRecord, Credential)>, RefreshError> {
+        let Some((record, credential)) = self.open(user_id).await? else {
+            return Ok(None);
+        };
         if record.needs_reauth || !self.expiring(&record) {
             return Ok(Some((record, credential)));
         }
         match self.refresh(user_id, Some(record.generation)).await {
             Ok(_) => self.open(user_id).await,
-            Err(RefreshError::Unavailable(reason)) if record.expires_at.is_some_and(|at| at > now()) => {
+            Err(RefreshError::Unavailable(reason))
+                if record.expires_at.is_some_and(|at| at > now()) =>
+            {
                 tracing::warn!(user_id, %reason, "refresh failed; the token is still valid for now");
                 Ok(Some((record, credential)))
             }
@@ -155,10 +182,16 @@ impl CredentialKeeper {
     /// generation the caller found stale (`None`: refresh only if it is expiring); when the
     /// stored generation has moved on by the time the lock is held, someone else refreshed and
     /// nothing is sent. Returns the record now stored.
-    pub async fn refresh(&self, user_id: &str, seen: Option<u64>) -> Result<CredentialRecord, RefreshError> {
+    pub async fn refresh(
+        &self,
+        user_id: &str,
+        seen: Option<u64>,
+    ) -> Result<CredentialRecord, RefreshError> {
         let lock = self.lock_for(user_id);
         let _held = lock.lock().await;
-        let Some((record, credential)) = self.open(user_id).await? else { return Err(RefreshError::NoCredential) };
+        let Some((record, credential)) = self.open(user_id).await? else {
+            return Err(RefreshError::NoCredential);
+        };
         let moved_on = match seen {
             Some(generation) => record.generation != generation,
             None => !self.expiring(&record),
@@ -166,7 +199,11 @@ impl CredentialKeeper {
         if moved_on && !record.needs_reauth {
             return Ok(record);
         }
-        let Credential::Oauth { refresh_token: Some(refresh_token), .. } = &credential else {
+        let Credential::Oauth {
+            refresh_token: Some(refresh_token),
+            ..
+        } = &credential
+        else {
             return Err(RefreshError::NotRefreshable);
         };
         let provider = self.oauth.as_ref().ok_or(RefreshError::NotConfigured)?;
@@ -183,18 +220,26 @@ impl CredentialKeeper {
                 let (user, expected, stored) = (user_id.to_owned(), record.clone(), new.clone());
                 // Sealed and flushed before anyone uses the new access token; swapped only if
                 // nobody replaced the credential meanwhile (a new key set by the user wins).
-                let swapped = self.store.run(move |s| s.replace_credential(&user, &expected, &stored)).await?;
+                let swapped = self
+                    .store
+                    .run(move |s| s.replace_credential(&user, &expected, &stored))
+                    .await?;
                 tracing::info!(user_id, swapped, outcome = "ok", "oauth refresh");
                 if swapped {
                     Ok(new)
                 } else {
-                    self.open(user_id).await?.map(|(r, _)| r).ok_or(RefreshError::NoCredential)
+                    self.open(user_id)
+                        .await?
+                        .map(|(r, _)| r)
+                        .ok_or(RefreshError::NoCredential)
                 }
             }
             Err(OAuthError::InvalidGrant(_)) => {
                 tracing::info!(user_id, outcome = "invalid_grant", "oauth refresh");
                 let user = user_id.to_owned();
-                self.store.run(move |s| s.update_credential(&user, |r| r.needs_reauth = true)).await?;
+                self.store
+                    .run(move |s| s.update_credential(&user, |r| r.needs_reauth = true))
+                    .await?;
                 Err(RefreshError::InvalidGrant)
             }
             Err(e) => {

@@ -34,14 +34,26 @@ use crate::supervisor::registry::{CredentialChanged, StopUserSessions};
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/claude/auth/api-key", web::post().to(set_api_key))
-        .route("/api/claude/auth/setup-token", web::post().to(set_setup_token))
+        .route(
+            "/api/claude/auth/setup-token",
+            web::post().to(set_setup_token),
+        )
         .route("/api/claude/auth/bedrock", web::post().to(set_bedrock))
         .route("/api/claude/auth/vertex", web::post().to(set_vertex))
         .route("/api/claude/auth/foundry", web::post().to(set_foundry))
-        .route("/api/claude/auth/oauth/initiate", web::post().to(oauth_initiate))
-        .route("/api/claude/auth/oauth/callback", web::get().to(oauth_callback))
+        .route(
+            "/api/claude/auth/oauth/initiate",
+            web::post().to(oauth_initiate),
+        )
+        .route(
+            "/api/claude/auth/oauth/callback",
+            web::get().to(oauth_callback),
+        )
         .route("/api/claude/auth/oauth/code", web::post().to(oauth_code))
-        .route("/api/claude/auth/oauth/status/{state}", web::get().to(oauth_status))
+        .route(
+            "/api/claude/auth/oauth/status/{state}",
+            web::get().to(oauth_status),
+        )
         .route("/api/claude/auth/status", web::get().to(status))
         .route("/api/claude/auth", web::delete().to(disconnect));
 }
@@ -124,7 +136,11 @@ async fn store(
     credential: Credential,
     validation: Validation,
 ) -> Result<HttpResponse, Error> {
-    let record = state.keeper.put(user_id, &credential, validation).await.map_err(keeper_error)?;
+    let record = state
+        .keeper
+        .put(user_id, &credential, validation)
+        .await
+        .map_err(keeper_error)?;
     drop(credential);
     tracing::info!(user_id, kind = ?record.kind, validation = ?record.validation, "credential stored");
     notify_changed(state, user_id, record.generation);
@@ -133,7 +149,10 @@ async fn store(
 
 fn notify_changed(state: &AppState, user_id: &str, generation: u64) {
     // A full mailbox only delays the restart to the next credential check; never block here.
-    let _ = state.registry.try_send(CredentialChanged { user_id: user_id.to_owned(), generation });
+    let _ = state.registry.try_send(CredentialChanged {
+        user_id: user_id.to_owned(),
+        generation,
+    });
 }
 
 fn keeper_error(e: crate::credential::RefreshError) -> Error {
@@ -177,7 +196,15 @@ async fn set_api_key(
         KeyCheck::Valid => Validation::Ok,
         KeyCheck::RateLimited => Validation::RateLimited,
     };
-    store(&state, &authed.user.id, Credential::ApiKey { key: key.to_owned() }, validation).await
+    store(
+        &state,
+        &authed.user.id,
+        Credential::ApiKey {
+            key: key.to_owned(),
+        },
+        validation,
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -192,7 +219,8 @@ async fn set_setup_token(
     body: web::Json<TokenBody>,
 ) -> Result<HttpResponse, Error> {
     require_subscription(&state)?;
-    let credential = parse_setup_token(&body.token).map_err(|m| Error::bad_request("malformed_token", m))?;
+    let credential =
+        parse_setup_token(&body.token).map_err(|m| Error::bad_request("malformed_token", m))?;
     store(&state, &authed.user.id, credential, Validation::Unchecked).await
 }
 
@@ -201,7 +229,10 @@ async fn set_bedrock(
     state: web::Data<AppState>,
     body: web::Json<BedrockInput>,
 ) -> Result<HttpResponse, Error> {
-    let credential = body.into_inner().into_credential().map_err(|m| Error::bad_request("invalid_bedrock", m))?;
+    let credential = body
+        .into_inner()
+        .into_credential()
+        .map_err(|m| Error::bad_request("invalid_bedrock", m))?;
     store(&state, &authed.user.id, credential, Validation::Unchecked).await
 }
 
@@ -210,7 +241,10 @@ async fn set_vertex(
     state: web::Data<AppState>,
     body: web::Json<VertexInput>,
 ) -> Result<HttpResponse, Error> {
-    let credential = body.into_inner().into_credential().map_err(|m| Error::bad_request("invalid_vertex", m))?;
+    let credential = body
+        .into_inner()
+        .into_credential()
+        .map_err(|m| Error::bad_request("invalid_vertex", m))?;
     store(&state, &authed.user.id, credential, Validation::Unchecked).await
 }
 
@@ -219,7 +253,10 @@ async fn set_foundry(
     state: web::Data<AppState>,
     body: web::Json<FoundryInput>,
 ) -> Result<HttpResponse, Error> {
-    let credential = body.into_inner().into_credential().map_err(|m| Error::bad_request("invalid_foundry", m))?;
+    let credential = body
+        .into_inner()
+        .into_credential()
+        .map_err(|m| Error::bad_request("invalid_foundry", m))?;
     store(&state, &authed.user.id, credential, Validation::Unchecked).await
 }
 
@@ -231,9 +268,17 @@ async fn status(authed: Authed, state: web::Data<AppState>) -> Result<HttpRespon
 
 async fn disconnect(authed: Authed, state: web::Data<AppState>) -> Result<HttpResponse, Error> {
     let user_id = authed.user.id.clone();
-    let existed = state.store.run(move |s| s.delete_credential(&user_id)).await?;
+    let existed = state
+        .store
+        .run(move |s| s.delete_credential(&user_id))
+        .await?;
     tracing::info!(user_id = %authed.user.id, existed, "credential deleted");
-    let _ = state.registry.send(StopUserSessions { user_id: authed.user.id.clone() }).await;
+    let _ = state
+        .registry
+        .send(StopUserSessions {
+            user_id: authed.user.id.clone(),
+        })
+        .await;
     // A Vertex service-account file written for a child goes with the credential.
     let workspace = state.workspace.clone();
     let user_id = authed.user.id.clone();
@@ -252,7 +297,9 @@ fn signin_error(e: SignInError) -> Error {
     match e {
         SignInError::Internal(cause) => Error::Internal(cause),
         SignInError::Exchange(crate::anthropic::oauth::OAuthError::Unavailable(_)) => {
-            Error::Upstream(crate::anthropic::UpstreamError::OAuthUnavailable(e.to_string()))
+            Error::Upstream(crate::anthropic::UpstreamError::OAuthUnavailable(
+                e.to_string(),
+            ))
         }
         other => Error::bad_request(other.code(), other.to_string()),
     }
@@ -265,7 +312,8 @@ fn require_oauth(state: &AppState) -> Result<(), Error> {
     } else {
         Err(Error::ServiceUnavailable {
             code: "oauth_not_configured",
-            message: "Claude account sign-in is not configured on this server (oauth.* settings)".into(),
+            message: "Claude account sign-in is not configured on this server (oauth.* settings)"
+                .into(),
         })
     }
 }
@@ -280,7 +328,11 @@ struct Initiated {
 
 async fn oauth_initiate(authed: Authed, state: web::Data<AppState>) -> Result<HttpResponse, Error> {
     require_oauth(&state)?;
-    let (auth_url, oauth_state) = state.signin.initiate(&authed.user.id, &state.store).await.map_err(signin_error)?;
+    let (auth_url, oauth_state) = state
+        .signin
+        .initiate(&authed.user.id, &state.store)
+        .await
+        .map_err(signin_error)?;
     Ok(HttpResponse::Ok().json(Initiated {
         auth_url,
         state: oauth_state,
@@ -303,27 +355,54 @@ async fn oauth_callback(
     query: web::Query<CallbackQuery>,
 ) -> HttpResponse {
     if require_oauth(&state).is_err() {
-        return page(StatusCode::FORBIDDEN, "Sign-in is not available", "Claude account sign-in is turned off on this server.");
+        return page(
+            StatusCode::FORBIDDEN,
+            "Sign-in is not available",
+            "Claude account sign-in is turned off on this server.",
+        );
     }
     let query = query.into_inner();
     let Some(oauth_state) = query.state.as_deref() else {
-        return page(StatusCode::BAD_REQUEST, "Sign-in failed", "The provider's answer has no state; start the sign-in again.");
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Sign-in failed",
+            "The provider's answer has no state; start the sign-in again.",
+        );
     };
     if let Some(error) = query.error {
         let reason = match query.error_description {
             Some(d) => format!("{error}: {d}"),
             None => error,
         };
-        let _ = state.signin.deny(&state.store, oauth_state, reason.clone()).await;
-        return page(StatusCode::BAD_REQUEST, "Sign-in failed", &format!("The provider did not grant access ({reason})."));
+        let _ = state
+            .signin
+            .deny(&state.store, oauth_state, reason.clone())
+            .await;
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Sign-in failed",
+            &format!("The provider did not grant access ({reason})."),
+        );
     }
     let Some(code) = query.code.as_deref() else {
-        return page(StatusCode::BAD_REQUEST, "Sign-in failed", "The provider's answer has no code; start the sign-in again.");
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Sign-in failed",
+            "The provider's answer has no code; start the sign-in again.",
+        );
     };
-    match state.signin.complete(&state.store, oauth_state, code, None).await {
+    match state
+        .signin
+        .complete(&state.store, oauth_state, code, None)
+        .await
+    {
         Ok((user_id, record)) => {
             notify_changed(&state, &user_id, record.generation);
-            page(StatusCode::OK, "Signed in", "Your Claude account is connected. You can close this window.")
+            page(
+                StatusCode::OK,
+                "Signed in",
+                "Your Claude account is connected. You can close this window.",
+            )
         }
         Err(e) => page(StatusCode::BAD_REQUEST, "Sign-in failed", &e.to_string()),
     }
@@ -391,7 +470,11 @@ async fn oauth_status(
     path: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
     require_subscription(&state)?;
-    let status = state.signin.status(&state.store, &path, &authed.user.id).await?.ok_or(Error::NotFound)?;
+    let status = state
+        .signin
+        .status(&state.store, &path, &authed.user.id)
+        .await?
+        .ok_or(Error::NotFound)?;
     Ok(HttpResponse::Ok().json(status))
 }
 
@@ -401,6 +484,9 @@ mod tests {
 
     #[test]
     fn html_is_escaped() {
-        assert_eq!(escape_html("<script>alert('x')</script> & \"y\""), "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;y&quot;");
+        assert_eq!(
+            escape_html("<script>alert('x')</script> & \"y\""),
+            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;y&quot;"
+        );
     }
 }

@@ -314,7 +314,8 @@ impl Store {
 
     /// Stores a started sign-in under its `state`.
     pub fn put_pending(&self, state: &str, record: &OAuthPendingRecord) -> Result<(), StoreError> {
-        self.tree(trees::OAUTH_PENDING)?.insert(state.as_bytes(), encode(record))?;
+        self.tree(trees::OAUTH_PENDING)?
+            .insert(state.as_bytes(), encode(record))?;
         self.flush()
     }
 
@@ -335,14 +336,19 @@ impl Store {
     ) -> Result<Option<Result<OAuthPendingRecord, OAuthPendingRecord>>, StoreError> {
         let tree = self.tree(trees::OAUTH_PENDING)?;
         loop {
-            let Some(old) = tree.get(state)? else { return Ok(None) };
+            let Some(old) = tree.get(state)? else {
+                return Ok(None);
+            };
             let record: OAuthPendingRecord = decode(trees::OAUTH_PENDING, state.as_bytes(), &old)?;
             if record.status != PendingStatus::Pending || record.expires_at <= now() {
                 return Ok(Some(Err(record)));
             }
             let mut claimed = record.clone();
             claimed.status = PendingStatus::Exchanging;
-            if tree.compare_and_swap(state, Some(old), Some(encode(&claimed)))?.is_ok() {
+            if tree
+                .compare_and_swap(state, Some(old), Some(encode(&claimed)))?
+                .is_ok()
+            {
                 self.flush()?;
                 return Ok(Some(Ok(claimed)));
             }
@@ -350,10 +356,16 @@ impl Store {
     }
 
     /// Sets the final status of a sign-in.
-    pub fn finish_pending(&self, state: &str, status: PendingStatus, reason: Option<String>) -> Result<(), StoreError> {
+    pub fn finish_pending(
+        &self,
+        state: &str,
+        status: PendingStatus,
+        reason: Option<String>,
+    ) -> Result<(), StoreError> {
         let tree = self.tree(trees::OAUTH_PENDING)?;
         if let Some(old) = tree.get(state)? {
-            let mut record: OAuthPendingRecord = decode(trees::OAUTH_PENDING, state.as_bytes(), &old)?;
+            let mut record: OAuthPendingRecord =
+                decode(trees::OAUTH_PENDING, state.as_bytes(), &old)?;
             record.status = status;
             record.reason = reason;
             tree.insert(state.as_bytes(), encode(&record))?;
@@ -368,7 +380,10 @@ impl Store {
             .iter()
             .map(|kv| {
                 let (k, v) = kv?;
-                Ok((String::from_utf8_lossy(&k).into_owned(), decode(trees::OAUTH_PENDING, &k, &v)?))
+                Ok((
+                    String::from_utf8_lossy(&k).into_owned(),
+                    decode(trees::OAUTH_PENDING, &k, &v)?,
+                ))
             })
             .collect()
     }

@@ -111,7 +111,10 @@ impl Actor for Registry {
         ctx.set_mailbox_capacity(4096);
         // Often enough that a token is refreshed well within the margin.
         let oauth = &self.cfg.settings.oauth;
-        let every = (oauth.refresh_margin / 4).clamp(std::time::Duration::from_secs(1), std::time::Duration::from_secs(60));
+        let every = (oauth.refresh_margin / 4).clamp(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(60),
+        );
         ctx.run_interval(every, |act, ctx| act.refresh_live_users(ctx));
     }
 }
@@ -427,9 +430,13 @@ async fn load_grant(
         Ok(Some(found)) => found,
         Ok(None) => return Err(SessionError::NoCredentials),
         Err(RefreshError::InvalidGrant) => {
-            return Err(SessionError::CredentialsExpired("the provider refused the refresh token".into()))
+            return Err(SessionError::CredentialsExpired(
+                "the provider refused the refresh token".into(),
+            ))
         }
-        Err(RefreshError::Unavailable(reason)) => return Err(SessionError::CredentialsExpired(reason)),
+        Err(RefreshError::Unavailable(reason)) => {
+            return Err(SessionError::CredentialsExpired(reason))
+        }
         Err(RefreshError::Store(e)) => return Err(e.into()),
         Err(e) => {
             tracing::error!(user_id = %owner, error = %e, "cannot open a stored credential");
@@ -438,7 +445,9 @@ async fn load_grant(
     };
     if record.needs_reauth {
         return Err(match record.kind {
-            CredentialKind::Oauth => SessionError::CredentialsExpired("the sign-in needs renewing".into()),
+            CredentialKind::Oauth => {
+                SessionError::CredentialsExpired("the sign-in needs renewing".into())
+            }
             _ => SessionError::CredentialsRejected,
         });
     }
@@ -467,15 +476,26 @@ async fn load_grant(
 }
 
 /// Writes `contents` to `path` with mode 0600 (parents 0700), replacing it atomically.
-fn write_private_file(path: &std::path::Path, contents: &[u8]) -> Result<(), crate::workspace::WorkspaceError> {
+fn write_private_file(
+    path: &std::path::Path,
+    contents: &[u8],
+) -> Result<(), crate::workspace::WorkspaceError> {
     use std::io::Write;
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let io = |path: &std::path::Path| {
         let path = path.to_path_buf();
-        move |source| crate::workspace::WorkspaceError::Io { context: "cannot write", path, source }
+        move |source| crate::workspace::WorkspaceError::Io {
+            context: "cannot write",
+            path,
+            source,
+        }
     };
     if let Some(parent) = path.parent() {
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(parent).map_err(io(parent))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(io(parent))?;
     }
     let tmp = path.with_extension("tmp");
     let mut file = std::fs::OpenOptions::new()
@@ -514,19 +534,27 @@ impl Handler<RefreshCredential> for Registry {
         let fut = async move { keeper.refresh(&user_id, Some(msg.seen_generation)).await };
         Box::pin(fut.into_actor(self).map(move |result, act, _ctx| {
             act.after_refresh(&msg.user_id, &result);
-            result.map(|record| record.generation).map_err(|e| SessionError::CredentialsExpired(e.to_string()))
+            result
+                .map(|record| record.generation)
+                .map_err(|e| SessionError::CredentialsExpired(e.to_string()))
         }))
     }
 }
 
 impl Registry {
     /// Tells a user's sessions what a refresh did.
-    fn after_refresh(&self, user_id: &str, result: &Result<crate::store::CredentialRecord, RefreshError>) {
+    fn after_refresh(
+        &self,
+        user_id: &str,
+        result: &Result<crate::store::CredentialRecord, RefreshError>,
+    ) {
         let sessions = self.sessions.values().filter(|e| e.owner == user_id);
         match result {
             Ok(record) => {
                 for entry in sessions {
-                    let _ = entry.addr.try_send(session::CredentialChanged { generation: record.generation });
+                    let _ = entry.addr.try_send(session::CredentialChanged {
+                        generation: record.generation,
+                    });
                 }
             }
             Err(RefreshError::InvalidGrant) => {

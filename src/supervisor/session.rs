@@ -437,7 +437,10 @@ impl Session {
             self.write_interrupt();
         }
         self.credential_stale = true;
-        let oauth = self.child.as_ref().filter(|c| c.credential_kind == crate::credential::CredentialKind::Oauth);
+        let oauth = self
+            .child
+            .as_ref()
+            .filter(|c| c.credential_kind == crate::credential::CredentialKind::Oauth);
         if let (Some(child), false) = (oauth, self.auth_retry_used) {
             self.auth_retry_used = true;
             tracing::info!(session_id = %self.record.id, "OAuth token rejected; refreshing once");
@@ -446,24 +449,37 @@ impl Session {
                 seen_generation: child.credential_generation,
             };
             let fut = self.registry.send(request);
-            ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| match result {
-                Ok(Ok(_generation)) => {
-                    // Sent again, first in line, once the new child (with --resume) is up.
-                    act.queue.push_front(content);
-                    act.pump(ctx);
-                }
-                Ok(Err(e)) => act.emit_error("credentials_expired", &e.to_string()),
-                Err(_) => act.emit_error("credentials_expired", "could not refresh the sign-in"),
-            }));
+            ctx.spawn(
+                fut.into_actor(self)
+                    .map(move |result, act, ctx| match result {
+                        Ok(Ok(_generation)) => {
+                            // Sent again, first in line, once the new child (with --resume) is up.
+                            act.queue.push_front(content);
+                            act.pump(ctx);
+                        }
+                        Ok(Err(e)) => act.emit_error("credentials_expired", &e.to_string()),
+                        Err(_) => {
+                            act.emit_error("credentials_expired", "could not refresh the sign-in")
+                        }
+                    }),
+            );
             return;
         }
         tracing::info!(session_id = %self.record.id, "credential rejected by the API");
         let (code, message) = match oauth {
-            Some(_) => ("credentials_expired", "your Claude sign-in was rejected (401); sign in again"),
-            None => ("credentials_rejected", "Anthropic rejected your Claude credential (401); connect a valid one to continue"),
+            Some(_) => (
+                "credentials_expired",
+                "your Claude sign-in was rejected (401); sign in again",
+            ),
+            None => (
+                "credentials_rejected",
+                "Anthropic rejected your Claude credential (401); connect a valid one to continue",
+            ),
         };
         self.emit_error(code, message);
-        self.registry.do_send(MarkNeedsReauth { user_id: self.record.owner.clone() });
+        self.registry.do_send(MarkNeedsReauth {
+            user_id: self.record.owner.clone(),
+        });
     }
 
     // ---- child lifecycle ----
@@ -1037,6 +1053,9 @@ impl Handler<CredentialExpired> for Session {
 
     fn handle(&mut self, _: CredentialExpired, _ctx: &mut Context<Self>) {
         self.credential_stale = true;
-        self.emit_error("credentials_expired", "your Claude sign-in expired or was revoked; sign in again");
+        self.emit_error(
+            "credentials_expired",
+            "your Claude sign-in expired or was revoked; sign in again",
+        );
     }
 }

@@ -12,4 +12,5 @@ mod keys;
 mod log_hygiene;
 mod mock_api_cli;
 mod mock_api_http;
+mod providers;
 mod sessions_cli;
