@@ -513,7 +513,7 @@ impl VertexInput {
             );
         }
         for field in ["project_id", "private_key", "client_email"] {
-            if !parsed[field].as_str().is_some_and(|s| !s.is_empty()) {
+            if parsed[field].as_str().is_none_or(str::is_empty) {
                 return Err(format!("serviceAccountJson lacks {field:?}"));
             }
         }
