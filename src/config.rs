@@ -59,6 +59,10 @@ pub struct Settings {
     pub websocket: WebSocketSettings,
     /// `[limits]`: admission limits.
     pub limits: LimitSettings,
+    /// `[metrics]`: access to `/metrics`.
+    pub metrics: MetricsSettings,
+    /// `[tls]`: the built-in HTTPS listener.
+    pub tls: TlsSettings,
     /// `[log]`: level and format of the daemon's logs.
     pub log: LogSettings,
 }
@@ -390,6 +394,42 @@ impl Default for WebSocketSettings {
     }
 }
 
+/// `[metrics]`: who may read `GET /metrics`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// Serve `/metrics` on this address only (a separate listener, e.g. `127.0.0.1:9101`), and
+    /// not on the main one. Unset by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// On the main listener, require `Authorization: Bearer <token>`. Unset by default: then
+    /// only loopback clients may read it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bearer_token: Option<Secret>,
+    /// A file holding the bearer token. Unset by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bearer_token_file: Option<PathBuf>,
+}
+
+/// `[tls]`: serve HTTPS directly (rustls), for deployments without a proxy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// PEM certificate chain. Unset by default (plain HTTP).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key. Unset by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+}
+
+impl TlsSettings {
+    /// Whether TLS is on.
+    pub fn enabled(&self) -> bool {
+        self.cert_file.is_some()
+    }
+}
+
 /// `[limits]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -587,6 +627,23 @@ impl Settings {
         {
             return invalid("oauth.redirect_mode = \"paste\" needs oauth.redirect_uri (the provider's code page)".into());
         }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return invalid("set both tls.cert_file and tls.key_file, or neither".into());
+        }
+        for (key, path) in [
+            ("tls.cert_file", &self.tls.cert_file),
+            ("tls.key_file", &self.tls.key_file),
+            ("metrics.bearer_token_file", &self.metrics.bearer_token_file),
+        ] {
+            if let Some(path) = path {
+                if !path.is_file() {
+                    return invalid(format!("{key} {} is not a readable file", path.display()));
+                }
+            }
+        }
+        if self.metrics.bearer_token.is_some() && self.metrics.bearer_token_file.is_some() {
+            return invalid("set metrics.bearer_token or metrics.bearer_token_file, not both".into());
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return invalid(format!(
                 "log.level {:?} is not a valid filter: {e}",
@@ -607,10 +664,11 @@ impl Settings {
         if !self.server.allowed_origins.is_empty() {
             return self.server.allowed_origins.clone();
         }
-        let mut origins = vec![format!("http://{bound}")];
+        let scheme = if self.tls.enabled() { "https" } else { "http" };
+        let mut origins = vec![format!("{scheme}://{bound}")];
         if bound.ip().is_loopback() {
-            origins.push(format!("http://localhost:{}", bound.port()));
-            origins.push(format!("http://127.0.0.1:{}", bound.port()));
+            origins.push(format!("{scheme}://localhost:{}", bound.port()));
+            origins.push(format!("{scheme}://127.0.0.1:{}", bound.port()));
         }
         if let Some(url) = &self.server.public_url {
             origins.push(origin_of(url));
@@ -619,12 +677,10 @@ impl Settings {
         origins
     }
 
-    /// Whether cookies need `Secure`: a public URL on https.
+    /// Whether cookies need `Secure`: TLS on, or a public URL on https.
     pub fn secure_cookies(&self) -> bool {
-        self.server
-            .public_url
-            .as_deref()
-            .is_some_and(|u| u.starts_with("https://"))
+        self.tls.enabled()
+            || self.server.public_url.as_deref().is_some_and(|u| u.starts_with("https://"))
     }
 }
 
@@ -710,6 +766,102 @@ pub fn unknown_sashad_env(env: impl IntoIterator<Item = (String, String)>) -> Ve
             k.starts_with("SASHAD_") && !k.starts_with(ENV_PREFIX) && !KNOWN.contains(&k.as_str())
         })
         .collect()
+}
+
+/// Keys a SIGHUP may change while sessions run: they are read at each use, never baked into a
+/// listener, a limiter or an open socket. Everything else needs a restart.
+pub const RELOADABLE: &[&str] = &[
+    "log.level",
+    "limits.sessions_per_user",
+    "limits.live_children",
+    "sessions.idle_timeout",
+    "sessions.turn_timeout",
+    "sessions.stop_timeout",
+    "sessions.restart_budget",
+    "sessions.restart_window",
+    "sessions.queued_messages",
+    "anthropic.validation_timeout",
+    "auth.registration",
+];
+
+/// What a reload did.
+#[derive(Debug)]
+pub struct Reload {
+    /// The settings now in force: the old ones with the reloadable keys taken from the new.
+    pub settings: Settings,
+    /// Keys that changed and were applied.
+    pub applied: Vec<String>,
+    /// Keys that changed but need a restart (left as they were).
+    pub needs_restart: Vec<String>,
+}
+
+/// Merges `new` into `current` for the [`RELOADABLE`] keys; lists the other changed keys.
+pub fn reload(current: &Settings, new: Settings) -> Reload {
+    fn flatten(prefix: &str, value: &toml::Value, out: &mut Vec<(String, toml::Value)>) {
+        match value {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    flatten(&key, v, out);
+                }
+            }
+            other => out.push((prefix.to_owned(), other.clone())),
+        }
+    }
+    let as_pairs = |s: &Settings| {
+        let mut out = Vec::new();
+        if let Ok(v) = toml::Value::try_from(s) {
+            flatten("", &v, &mut out);
+        }
+        out
+    };
+    let old: std::collections::BTreeMap<_, _> = as_pairs(current).into_iter().collect();
+    let fresh: std::collections::BTreeMap<_, _> = as_pairs(&new).into_iter().collect();
+    let mut changed: Vec<String> = old
+        .keys()
+        .chain(fresh.keys())
+        .filter(|k| old.get(*k) != fresh.get(*k))
+        .cloned()
+        .collect();
+    changed.sort();
+    changed.dedup();
+    let (applied, needs_restart): (Vec<String>, Vec<String>) =
+        changed.into_iter().partition(|k| RELOADABLE.contains(&k.as_str()));
+    let mut settings = current.clone();
+    settings.log.level = new.log.level;
+    settings.limits = new.limits;
+    let s = &mut settings.sessions;
+    s.idle_timeout = new.sessions.idle_timeout;
+    s.turn_timeout = new.sessions.turn_timeout;
+    s.stop_timeout = new.sessions.stop_timeout;
+    s.restart_budget = new.sessions.restart_budget;
+    s.restart_window = new.sessions.restart_window;
+    s.queued_messages = new.sessions.queued_messages;
+    settings.anthropic.validation_timeout = new.anthropic.validation_timeout;
+    settings.auth.registration = new.auth.registration;
+    Reload { settings, applied, needs_restart }
+}
+
+/// Settings that may change at runtime (SIGHUP): readers take a snapshot with [`Self::get`],
+/// so one request or one decision sees one consistent version.
+#[derive(Debug)]
+pub struct LiveSettings(arc_swap::ArcSwap<Settings>);
+
+impl LiveSettings {
+    /// Starts with `settings`.
+    pub fn new(settings: Settings) -> Self {
+        Self(arc_swap::ArcSwap::from_pointee(settings))
+    }
+
+    /// The current settings.
+    pub fn get(&self) -> std::sync::Arc<Settings> {
+        self.0.load_full()
+    }
+
+    /// Replaces them.
+    pub fn set(&self, settings: Settings) {
+        self.0.store(std::sync::Arc::new(settings));
+    }
 }
 
 /// A secret config value: deserializes from a string, and never prints: both `Debug` and
@@ -860,6 +1012,22 @@ mod tests {
             ("SASHAD_MASTERKEY", "x"),
         ]));
         assert_eq!(odd, vec!["SASHAD_MASTERKEY".to_string()]);
+    }
+
+    #[test]
+    fn reload_applies_runtime_keys_and_lists_the_rest() {
+        let current = Settings::default();
+        let mut new = Settings::default();
+        new.log.level = "debug".into();
+        new.limits.live_children = 3;
+        new.sessions.idle_timeout = Duration::from_secs(60);
+        new.server.listen = "127.0.0.1:9999".parse().unwrap();
+        new.storage.data_dir = "/elsewhere".into();
+        let r = reload(&current, new);
+        assert_eq!(r.applied, ["limits.live_children", "log.level", "sessions.idle_timeout"]);
+        assert_eq!(r.needs_restart, ["server.listen", "storage.data_dir"]);
+        assert_eq!(r.settings.limits.live_children, 3);
+        assert_eq!(r.settings.server.listen, current.server.listen, "not applied");
     }
 
     /// `config/sashad.toml` is the operator's documentation of every key: it must hold every

@@ -17,7 +17,8 @@ use anyhow::Context;
 
 use crate::accounts::LoginLimiter;
 use crate::anthropic::oauth::OAuthProvider;
-use crate::config::Settings;
+use crate::config::{FlagOverrides, LiveSettings, Settings};
+use sd_notify::NotifyState;
 use crate::credential::CredentialKeeper;
 use crate::crypto::{KeySource, Keyring};
 use crate::http::{self, AppState};
@@ -95,29 +96,48 @@ pub fn bind(settings: &Settings) -> anyhow::Result<TcpListener> {
     })
 }
 
+/// What a SIGHUP reloads from: the same config file and flags as at startup.
+#[derive(Debug, Clone, Default)]
+pub struct ReloadSource {
+    /// `--config`.
+    pub config_path: Option<PathBuf>,
+    /// The command-line flags, applied again on top.
+    pub flags: FlagOverrides,
+}
+
 /// Serves until SIGTERM or SIGINT, then shuts down gracefully. Returns `Ok` on a clean stop.
+///
+/// systemd (`Type=notify`) hears `READY=1` once the listener serves, `STOPPING=1` when a stop
+/// begins, `RELOADING=1`/`READY=1` around a SIGHUP, and `WATCHDOG=1` at half of
+/// `WATCHDOG_USEC` when the unit sets a watchdog (sd_notify(3)).
 pub async fn run(
     prepared: Prepared,
     listener: TcpListener,
-    _log: Option<LogHandle>,
+    log: Option<LogHandle>,
+    reload: ReloadSource,
 ) -> anyhow::Result<()> {
-    let Prepared {
-        settings,
-        store,
-        keyring,
-        key_source,
-    } = prepared;
+    let Prepared { settings, store, keyring, key_source } = prepared;
     let local_addr = listener.local_addr().context("listener has no address")?;
-    let settings = Arc::new(settings);
+    let tls = settings.tls.enabled();
+    let tls_config = if tls { Some(tls_config(&settings)?) } else { None };
+    let metrics_listener = match settings.metrics.listen {
+        Some(addr) => Some(TcpListener::bind(addr).with_context(|| {
+            format!("cannot listen on {addr} for metrics; free the port or change metrics.listen")
+        })?),
+        None => None,
+    };
+    let metrics_token = metrics_token(&settings)?;
+    let live = Arc::new(LiveSettings::new(settings.clone()));
     let keyring = Arc::new(keyring);
     let workspace = Workspace::new(settings.storage.workspace());
     let http = crate::anthropic::http_client().context("cannot build the HTTP client")?;
+    let scheme = if tls { "https" } else { "http" };
     let public_base = settings
         .server
         .public_url
         .clone()
         .map(|u| u.trim_end_matches('/').to_owned())
-        .unwrap_or_else(|| format!("http://{local_addr}"));
+        .unwrap_or_else(|| format!("{scheme}://{local_addr}"));
     let oauth = OAuthProvider::from_settings(
         &settings.oauth,
         &format!("{public_base}/api/claude/auth/oauth/callback"),
@@ -126,18 +146,19 @@ pub async fn run(
     .context("invalid [oauth] settings")?
     .map(Arc::new);
     if settings.claude_auth.subscription_login && oauth.is_none() {
-        tracing::warn!("claude_auth.subscription_login is on but [oauth] is not configured; only setup tokens are offered");
+        tracing::warn!(
+            "claude_auth.subscription_login is on but [oauth] is not configured; only setup tokens are offered"
+        );
     }
-    let oauth_settings = &settings.oauth;
     let keeper = Arc::new(CredentialKeeper::new(
         store.clone(),
         keyring.clone(),
         oauth,
-        oauth_settings.refresh_margin + oauth_settings.clock_skew,
+        settings.oauth.refresh_margin + settings.oauth.clock_skew,
     ));
-    let signin = SignIn::new(keeper.clone(), oauth_settings.state_ttl);
+    let signin = SignIn::new(keeper.clone(), settings.oauth.state_ttl);
     let session_config = Arc::new(SessionConfig {
-        settings: settings.clone(),
+        settings: live.clone(),
         path: std::env::var("PATH").ok(),
         lang: std::env::var("LANG").ok(),
     });
@@ -153,10 +174,7 @@ pub async fn run(
     )
     .start();
     let stored = load_sessions(&store).await?;
-    let loaded = registry
-        .send(LoadSessions { sessions: stored })
-        .await
-        .context("registry is gone")?;
+    let loaded = registry.send(LoadSessions { sessions: stored }).await.context("registry is gone")?;
     let state = web::Data::new(AppState {
         allowed_origins: settings.effective_allowed_origins(local_addr),
         secure_cookies: settings.secure_cookies(),
@@ -167,47 +185,82 @@ pub async fn run(
         http,
         keyring,
         store: store.clone(),
-        settings: settings.clone(),
+        settings: live.clone(),
         local_addr,
         registry: registry.clone(),
         workspace,
         keeper,
         signin,
+        metrics_token,
+        started: std::time::Instant::now(),
     });
     let app_state = state.clone();
-    let app_settings = settings.clone();
+    let metrics_on_main = metrics_listener.is_none();
+    let max_message_bytes = settings.sessions.max_message_bytes;
     let server = HttpServer::new(move || {
         App::new()
             .app_data(app_state.clone())
             .wrap(from_fn(http::observe))
-            .configure(|cfg| http::configure(cfg, &app_settings))
-    })
-    .listen(listener)
+            .configure(|cfg| http::configure(cfg, max_message_bytes, metrics_on_main))
+    });
+    let server = match tls_config {
+        Some(config) => server.listen_rustls_0_23(listener, config),
+        None => server.listen(listener),
+    }
     .context("cannot serve on the listener")?
     .disable_signals()
     .shutdown_timeout(10)
     .run();
+    let metrics_server = match metrics_listener {
+        Some(listener) => {
+            let metrics_addr = listener.local_addr().context("metrics listener has no address")?;
+            let server = HttpServer::new(|| App::new().configure(http::configure_metrics_only))
+                .workers(1)
+                .listen(listener)
+                .context("cannot serve metrics")?
+                .disable_signals()
+                .run();
+            tracing::info!(address = %metrics_addr, "metrics on http://{metrics_addr}/metrics");
+            Some(server)
+        }
+        None => None,
+    };
     tracing::info!(
         address = %local_addr,
         data_dir = %settings.storage.data_dir.display(),
         key_id = %state.keyring.active_kid(),
         key_source = %key_source.path().display(),
         sessions = loaded,
-        "listening on http://{local_addr}"
+        "listening on {scheme}://{local_addr}"
     );
+    notify(&[NotifyState::Ready]);
+    let watchdog = start_watchdog();
     let handle = server.handle();
+    let metrics_handle = metrics_server.as_ref().map(|s| s.handle());
     let housekeeping = actix_rt::spawn(housekeeping(state.clone()));
+    let reloader = actix_rt::spawn(reload_on_sighup(live, log, reload));
     actix_rt::spawn(async move {
         let signal = wait_for_stop_signal().await;
+        notify(&[NotifyState::Stopping]);
         tracing::info!(signal, "stopping: no new sessions; stopping every child");
         match registry.send(Shutdown).await {
             Ok(saved) => tracing::info!(sessions = saved, "every session stopped"),
             Err(e) => tracing::error!(error = %e, "registry did not answer the shutdown"),
         }
+        if let Some(metrics) = metrics_handle {
+            metrics.stop(true).await;
+        }
         handle.stop(true).await;
     });
+    if let Some(metrics_server) = metrics_server {
+        actix_rt::spawn(metrics_server);
+    }
     server.await.context("HTTP server failed")?;
     housekeeping.abort();
+    reloader.abort();
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
     for arbiter in arbiters {
         arbiter.stop();
         let _ = arbiter.join();
@@ -215,6 +268,103 @@ pub async fn run(
     store.flush()?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Sends a state to systemd when `NOTIFY_SOCKET` is set (a no-op otherwise).
+fn notify(states: &[NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(false, states) {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
+}
+
+/// Pings the systemd watchdog at half its interval, when the unit set one.
+fn start_watchdog() -> Option<actix_rt::task::JoinHandle<()>> {
+    let mut usec = 0;
+    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+        return None;
+    }
+    let every = Duration::from_micros(usec / 2);
+    tracing::info!(interval_ms = every.as_millis() as u64, "systemd watchdog on");
+    Some(actix_rt::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            notify(&[NotifyState::Watchdog]);
+        }
+    }))
+}
+
+/// The rustls server config from `tls.cert_file` and `tls.key_file`.
+fn tls_config(settings: &Settings) -> anyhow::Result<rustls::ServerConfig> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let (Some(cert_file), Some(key_file)) = (&settings.tls.cert_file, &settings.tls.key_file) else {
+        anyhow::bail!("tls.cert_file and tls.key_file are both needed");
+    };
+    let certs = CertificateDer::pem_file_iter(cert_file)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("cannot read the certificates in tls.cert_file {}", cert_file.display()))?;
+    if certs.is_empty() {
+        anyhow::bail!("tls.cert_file {} holds no PEM certificate", cert_file.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(key_file)
+        .with_context(|| format!("cannot read a private key in tls.key_file {}", key_file.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("no TLS protocol version")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("tls.cert_file and tls.key_file do not make a usable certificate")
+}
+
+/// The metrics bearer token, from `metrics.bearer_token` or its file.
+fn metrics_token(settings: &Settings) -> anyhow::Result<Option<zeroize::Zeroizing<String>>> {
+    let metrics = &settings.metrics;
+    if let Some(token) = &metrics.bearer_token {
+        return Ok(Some(zeroize::Zeroizing::new(token.expose().to_owned())));
+    }
+    match &metrics.bearer_token_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read metrics.bearer_token_file {}", path.display()))?;
+            Ok(Some(zeroize::Zeroizing::new(text.trim().to_owned())))
+        }
+        None => Ok(None),
+    }
+}
+
+/// On SIGHUP, reloads the config file and environment (with the startup flags on top) and
+/// applies what can change safely at runtime (see [`crate::config::reload`]); the rest is
+/// logged as needing a restart.
+async fn reload_on_sighup(live: Arc<LiveSettings>, log: Option<LogHandle>, source: ReloadSource) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reloads are off");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        notify(&[NotifyState::Reloading]);
+        match Settings::load(source.config_path.as_deref(), std::env::vars(), &source.flags) {
+            Err(e) => tracing::error!(error = %e, "SIGHUP: the new config is invalid; nothing changed"),
+            Ok(new) => {
+                let current = live.get();
+                let outcome = crate::config::reload(&current, new);
+                if let (Some(log), true) = (&log, outcome.applied.iter().any(|k| k == "log.level")) {
+                    if let Err(e) = log.set_level(&outcome.settings.log.level) {
+                        tracing::error!(error = %e, "SIGHUP: cannot change the log level");
+                    }
+                }
+                live.set(outcome.settings);
+                tracing::info!(
+                    applied = ?outcome.applied,
+                    needs_restart = ?outcome.needs_restart,
+                    "SIGHUP: configuration reloaded"
+                );
+            }
+        }
+        notify(&[NotifyState::Ready]);
+    }
 }
 
 /// Supervisor threads: one per core, at least two, so sessions seldom share a thread.

@@ -2,9 +2,11 @@
 //! passes through (request id, access log without query strings, security headers).
 
 mod accounts;
+mod admin;
 mod auth;
 mod claude_auth;
 mod health;
+mod metrics;
 mod sessions;
 mod ws;
 
@@ -21,7 +23,6 @@ use actix_web::{web, HttpMessage, HttpResponse};
 use tracing::Instrument;
 
 use crate::accounts::LoginLimiter;
-use crate::config::Settings;
 use crate::crypto::Keyring;
 use crate::error::json_error;
 use crate::store::Store;
@@ -41,8 +42,8 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'
 
 /// What every handler shares. Built once at startup.
 pub struct AppState {
-    /// The effective settings.
-    pub settings: Arc<Settings>,
+    /// The effective settings (reloadable: read a snapshot with `get()`).
+    pub settings: Arc<crate::config::LiveSettings>,
     /// The store.
     pub store: Store,
     /// The master keys.
@@ -65,6 +66,10 @@ pub struct AppState {
     pub keeper: std::sync::Arc<crate::credential::CredentialKeeper>,
     /// Claude account sign-in under way.
     pub signin: crate::signin::SignIn,
+    /// `metrics.bearer_token`, read once at startup.
+    pub metrics_token: Option<zeroize::Zeroizing<String>>,
+    /// When the daemon started, for uptime.
+    pub started: std::time::Instant,
 }
 
 impl std::fmt::Debug for AppState {
@@ -76,7 +81,13 @@ impl std::fmt::Debug for AppState {
 }
 
 /// Registers every route on an actix-web `App`.
-pub fn configure(cfg: &mut web::ServiceConfig, settings: &Settings) {
+///
+/// `max_message_bytes` is `sessions.max_message_bytes`; `metrics_on_main` puts `/metrics` on
+/// this listener (when `metrics.listen` does not give it its own).
+pub fn configure(cfg: &mut web::ServiceConfig, max_message_bytes: usize, metrics_on_main: bool) {
+    if metrics_on_main {
+        cfg.configure(metrics::configure);
+    }
     cfg.app_data(json_config(MAX_JSON_BODY))
         .app_data(web::PathConfig::default().error_handler(|err, _| {
             let message = err.to_string();
@@ -97,9 +108,15 @@ pub fn configure(cfg: &mut web::ServiceConfig, settings: &Settings) {
         .configure(health::configure)
         .configure(accounts::configure)
         .configure(claude_auth::configure)
-        .configure(|cfg| sessions::configure(cfg, settings.sessions.max_message_bytes))
+        .configure(admin::configure)
+        .configure(|cfg| sessions::configure(cfg, max_message_bytes))
         .configure(ws::configure)
         .default_service(web::to(not_found));
+}
+
+/// The routes of the metrics-only listener (`metrics.listen`).
+pub fn configure_metrics_only(cfg: &mut web::ServiceConfig) {
+    metrics::configure_open(cfg);
 }
 
 /// JSON body extraction with a size limit (bytes) and typed JSON errors.
@@ -147,6 +164,11 @@ pub async fn observe(
     match result {
         Ok(mut response) => {
             let status = response.status().as_u16();
+            // The route pattern, not the path: ids in paths would explode the label set.
+            let route = response.request().match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+            let m = crate::metrics::metrics();
+            m.http_requests.with_label_values(&[route.as_str(), status_label(status)]).inc();
+            m.http_latency.with_label_values(&[route.as_str()]).observe(started.elapsed().as_secs_f64());
             let headers = response.headers_mut();
             for (name, value) in security_headers() {
                 headers.insert(name, value);
@@ -164,6 +186,34 @@ pub async fn observe(
             tracing::info!(%method, path = %path, error = %e, "http request failed");
             Err(e)
         }
+    }
+}
+
+/// Status codes as static labels (an unusual one is counted under its class).
+fn status_label(status: u16) -> &'static str {
+    match status {
+        101 => "101",
+        200 => "200",
+        201 => "201",
+        202 => "202",
+        204 => "204",
+        302 => "302",
+        304 => "304",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        409 => "409",
+        413 => "413",
+        415 => "415",
+        429 => "429",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        s if s < 300 => "2xx",
+        s if s < 400 => "3xx",
+        s if s < 500 => "4xx",
+        _ => "5xx",
     }
 }
 

@@ -15,6 +15,7 @@ pub mod error;
 pub mod http;
 pub mod keys;
 pub mod logging;
+pub mod metrics;
 pub mod signin;
 pub mod store;
 pub mod supervisor;

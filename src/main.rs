@@ -116,7 +116,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load(cli.config.as_deref(), std::env::vars(), &flags)?;
     let key_options = KeyOptions::from_env(cli.master_key_file.clone());
     match cli.command {
-        Command::Serve { .. } => serve(settings, key_options),
+        Command::Serve { .. } => {
+            let reload = daemon::ReloadSource { config_path: cli.config.clone(), flags };
+            serve(settings, key_options, reload)
+        }
         Command::Config {
             command: ConfigCommand::Check,
         } => {
@@ -128,14 +131,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn serve(settings: Settings, key_options: KeyOptions) -> anyhow::Result<()> {
+fn serve(settings: Settings, key_options: KeyOptions, reload: daemon::ReloadSource) -> anyhow::Result<()> {
     let log = sashad::logging::init(&settings.log);
     for name in sashad::config::unknown_sashad_env(std::env::vars()) {
         tracing::warn!(variable = %name, "unknown SASHAD_ variable (config keys are SASHAD__SECTION__KEY)");
     }
     let prepared = daemon::prepare(settings, &key_options)?;
     let listener = daemon::bind(&prepared.settings)?;
-    actix_rt::System::new().block_on(daemon::run(prepared, listener, Some(log)))
+    actix_rt::System::new().block_on(daemon::run(prepared, listener, Some(log), reload))
 }
 
 fn rotate_key(

@@ -156,6 +156,8 @@ pub struct SessionView {
     pub last_active: i64,
     /// The child's pid, when one runs.
     pub pid: Option<u32>,
+    /// Unix seconds when the running child started.
+    pub child_started_at: Option<i64>,
     /// Whether the conversation can be resumed (a Claude session id is known).
     pub resumable: bool,
     /// The owner's user id (for admins' lists).

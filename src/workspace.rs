@@ -135,6 +135,24 @@ impl Workspace {
         Ok(ids)
     }
 
+    /// Removes a user's home and projects (a deleted user's data).
+    pub fn remove_user(&self, user_id: &str) -> Result<(), WorkspaceError> {
+        for part in ["users", "projects"] {
+            if user_id.is_empty() || user_id.contains('/') || user_id.contains("..") {
+                return Err(WorkspaceError::InvalidProjectId);
+            }
+            let path = self.root.join(part).join(user_id);
+            match fs::symlink_metadata(&path) {
+                Ok(meta) if meta.is_dir() => fs::remove_dir_all(&path)
+                    .map_err(|source| WorkspaceError::Io { context: "cannot remove", path, source })?,
+                Ok(_) => fs::remove_file(&path)
+                    .map_err(|source| WorkspaceError::Io { context: "cannot remove", path, source })?,
+                Err(_) => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Creates `root/a/b/…` with mode 0700, refusing any component that is a symlink.
     fn ensure(&self, parts: &[&str]) -> Result<PathBuf, WorkspaceError> {
         let mut path = self.root.clone();

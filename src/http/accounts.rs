@@ -61,7 +61,7 @@ struct Info {
 
 async fn info(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
     let has_users = state.store.run(|s| s.has_users()).await?;
-    let registration = state.settings.auth.registration;
+    let registration = state.settings.get().auth.registration;
     let registration_open = match registration {
         RegistrationPolicy::Open => true,
         RegistrationPolicy::FirstUserOnly => !has_users,
@@ -72,7 +72,7 @@ async fn info(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
         registration,
         first_user: !has_users,
         registration_open,
-        subscription_login: state.settings.claude_auth.subscription_login,
+        subscription_login: state.settings.get().claude_auth.subscription_login,
     }))
 }
 
@@ -110,9 +110,9 @@ async fn register(
         check_origin(&req, &state, false)?;
     }
     validate_username(&body.username).map_err(|m| Error::bad_request("invalid_username", m))?;
-    validate_password(&body.password, state.settings.auth.min_password_length)
+    validate_password(&body.password, state.settings.get().auth.min_password_length)
         .map_err(|m| Error::bad_request("invalid_password", m))?;
-    let admission = match (&admin, state.settings.auth.registration) {
+    let admission = match (&admin, state.settings.get().auth.registration) {
         (Some(_), _) => Admission::Admin,
         (None, RegistrationPolicy::Open) => Admission::Open,
         (None, RegistrationPolicy::FirstUserOnly) => Admission::FirstUserOnly,
@@ -169,7 +169,7 @@ async fn login(
 ) -> Result<HttpResponse, Error> {
     check_origin(&req, &state, false)?;
     let body = body.into_inner();
-    let ip = client_ip(&req, state.settings.server.trust_forwarded_for);
+    let ip = client_ip(&req, state.settings.get().server.trust_forwarded_for);
     if let Err(wait) = state.login_limiter.check(&body.username, ip) {
         tracing::warn!(%ip, "login rate limited");
         return Err(Error::TooManyRequests {
@@ -208,7 +208,7 @@ async fn login(
         });
     }
     let (token, hash) = new_token();
-    let ttl = state.settings.auth.token_ttl;
+    let ttl = state.settings.get().auth.token_ttl;
     let record = TokenRecord {
         v: 1,
         user_id: user.id.clone(),

@@ -95,7 +95,7 @@ fn rfc3339(secs: i64) -> String {
 }
 
 fn view(state: &AppState, record: Option<&CredentialRecord>) -> StatusView {
-    let subscription = state.settings.claude_auth.subscription_login;
+    let subscription = state.settings.get().claude_auth.subscription_login;
     let oauth = subscription && state.signin.configured();
     StatusView {
         authenticated: record.is_some_and(|r| !r.needs_reauth),
@@ -112,14 +112,14 @@ fn view(state: &AppState, record: Option<&CredentialRecord>) -> StatusView {
             bedrock: true,
             vertex: true,
             foundry: true,
-            oauth_redirect_mode: oauth.then_some(state.settings.oauth.redirect_mode),
+            oauth_redirect_mode: oauth.then_some(state.settings.get().oauth.redirect_mode),
         },
     }
 }
 
 /// Refuses subscription sign-in when the operator has not turned it on.
 fn require_subscription(state: &AppState) -> Result<(), Error> {
-    if state.settings.claude_auth.subscription_login {
+    if state.settings.get().claude_auth.subscription_login {
         Ok(())
     } else {
         Err(Error::forbidden(
@@ -176,22 +176,34 @@ async fn set_api_key(
     body: web::Json<ApiKeyBody>,
 ) -> Result<HttpResponse, Error> {
     let body = body.into_inner();
-    let key = normalize_api_key(&body.api_key)
-        .map_err(|e| Error::bad_request("malformed_api_key", e.to_string()))?;
+    let validations = &crate::metrics::metrics().credential_validations;
+    let key = normalize_api_key(&body.api_key).map_err(|e| {
+        validations.with_label_values(&["malformed"]).inc();
+        Error::bad_request("malformed_api_key", e.to_string())
+    })?;
     let check = validate_api_key(
         &state.http,
-        &state.settings.anthropic.base_url,
+        &state.settings.get().anthropic.base_url,
         key,
-        state.settings.anthropic.validation_timeout,
+        state.settings.get().anthropic.validation_timeout,
     )
     .await;
     let check = match check {
         Ok(check) => check,
         Err(e) => {
-            tracing::info!(user_id = %authed.user.id, outcome = ?e, "API key validation refused");
+            let outcome = match e {
+                crate::anthropic::UpstreamError::InvalidApiKey => "invalid",
+                crate::anthropic::UpstreamError::ApiKeyForbidden => "forbidden",
+                _ => "unavailable",
+            };
+            validations.with_label_values(&[outcome]).inc();
+            tracing::info!(user_id = %authed.user.id, outcome, "API key validation refused");
             return Err(e.into());
         }
     };
+    validations
+        .with_label_values(&[if check == KeyCheck::Valid { "ok" } else { "rate_limited" }])
+        .inc();
     let validation = match check {
         KeyCheck::Valid => Validation::Ok,
         KeyCheck::RateLimited => Validation::RateLimited,
@@ -336,7 +348,7 @@ async fn oauth_initiate(authed: Authed, state: web::Data<AppState>) -> Result<Ht
     Ok(HttpResponse::Ok().json(Initiated {
         auth_url,
         state: oauth_state,
-        redirect_mode: state.settings.oauth.redirect_mode,
+        redirect_mode: state.settings.get().oauth.redirect_mode,
     }))
 }
 

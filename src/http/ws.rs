@@ -28,6 +28,7 @@ use tokio::time::Instant;
 use super::auth::{authenticate, check_origin, AuthVia};
 use super::AppState;
 use crate::error::Error;
+use crate::metrics::metrics;
 use crate::supervisor::fanout::{Overflow, QueueCaps, SubscriberRx};
 use crate::supervisor::frame;
 use crate::supervisor::session::{Interrupt, SendMessage, Session, Subscribe, Subscribed};
@@ -62,7 +63,7 @@ async fn connect(
     let addr = super::sessions::find(&state, &authed, &path).await?;
     let (response, session, stream) = actix_ws::handle(&req, body)
         .map_err(|e| Error::bad_request("not_a_websocket", e.to_string()))?;
-    let settings = &state.settings;
+    let settings = state.settings.get();
     let caps = QueueCaps {
         frames: settings.websocket.queue_frames,
         bytes: settings.websocket.queue_bytes,
@@ -86,6 +87,7 @@ async fn connect(
     let session_id = path.into_inner();
     tracing::debug!(%session_id, user_id = %authed.user.id, after = query.after, "socket connected");
     actix_web::rt::spawn(async move {
+        let _open = SocketGauge::open();
         let mut first = replay
             .gap
             .map(|(from, to)| frame::gap(from, to))
@@ -94,6 +96,9 @@ async fn connect(
         first.extend(replay.frames);
         let end = run(session.clone(), stream, first, live, addr, heartbeat).await;
         tracing::debug!(%session_id, reason = end.description, "socket closed");
+        if end.code == CloseCode::Again {
+            metrics().sockets_closed_slow.inc();
+        }
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, session.close(Some(end.into()))).await;
     });
     Ok(response)
@@ -213,8 +218,14 @@ async fn send(
     last_heard: Instant,
     heartbeat: Heartbeat,
 ) -> Result<(), End> {
+    let len = frame.len() as u64;
     tokio::select! {
-        result = ws.text(frame) => result.map_err(|_| GONE),
+        result = ws.text(frame) => {
+            result.map_err(|_| GONE)?;
+            metrics().events_relayed.inc();
+            metrics().bytes_relayed.inc_by(len);
+            Ok(())
+        }
         () = overflow.wait() => Err(TOO_SLOW),
         () = tokio::time::sleep_until(last_heard + heartbeat.client_timeout) => Err(SILENT),
     }
@@ -227,6 +238,22 @@ fn protocol_end(error: &ProtocolError) -> End {
             end(CloseCode::Size, "message too big")
         }
         _ => end(CloseCode::Protocol, "protocol error"),
+    }
+}
+
+/// Counts an open socket for its whole life, whichever way it ends.
+struct SocketGauge;
+
+impl SocketGauge {
+    fn open() -> Self {
+        metrics().sockets_open.inc();
+        Self
+    }
+}
+
+impl Drop for SocketGauge {
+    fn drop(&mut self) {
+        metrics().sockets_open.dec();
     }
 }
 

@@ -167,6 +167,36 @@ impl Store {
         Ok(Some(user))
     }
 
+    /// Deletes a user and everything keyed by them: name index, credential, tokens, sign-ins
+    /// under way and session records. Returns whether the user existed.
+    pub fn delete_user(&self, id: &str) -> Result<bool, StoreError> {
+        let Some(user) = self.user(id)? else { return Ok(false) };
+        self.remove_tokens_of(id)?;
+        let pending = self.tree(trees::OAUTH_PENDING)?;
+        for (state, record) in self.all_pending()? {
+            if record.user_id == id {
+                pending.remove(state.as_bytes())?;
+            }
+        }
+        let sessions = self.tree(trees::SESSIONS)?;
+        for record in self.list_sessions()? {
+            if record.owner == id {
+                sessions.remove(record.id.as_bytes())?;
+            }
+        }
+        self.tree(trees::CREDENTIALS)?.remove(id)?;
+        let users = self.tree(trees::USERS)?;
+        let by_name = self.tree(trees::USERS_BY_NAME)?;
+        let name_key = user.username.to_lowercase();
+        (&users, &by_name).transaction(|(users, by_name)| {
+            users.remove(id.as_bytes())?;
+            by_name.remove(name_key.as_bytes())?;
+            Ok::<_, ConflictableTransactionError<StoreError>>(())
+        })?;
+        self.flush()?;
+        Ok(true)
+    }
+
     // ---- tokens ----
 
     /// Stores a token record under the token's SHA-256.

@@ -100,7 +100,7 @@ impl Registry {
     }
 
     fn limit_children(&self) -> usize {
-        self.cfg.settings.limits.live_children
+        self.cfg.settings.get().limits.live_children
     }
 }
 
@@ -110,7 +110,7 @@ impl Actor for Registry {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4096);
         // Often enough that a token is refreshed well within the margin.
-        let oauth = &self.cfg.settings.oauth;
+        let oauth = &self.cfg.settings.get().oauth;
         let every = (oauth.refresh_margin / 4).clamp(
             std::time::Duration::from_secs(1),
             std::time::Duration::from_secs(60),
@@ -141,6 +141,7 @@ impl Handler<LoadSessions> for Registry {
             let addr = self.start_session(record, owner_name, ctx.address());
             self.sessions.insert(id, Entry { addr, owner });
         }
+        crate::metrics::metrics().sessions.set(self.sessions.len() as i64);
         n
     }
 }
@@ -171,7 +172,7 @@ impl Handler<CreateSession> for Registry {
         if self.shutting_down {
             return Box::pin(actix::fut::ready(Err(SessionError::ShuttingDown)));
         }
-        let limit = self.cfg.settings.limits.sessions_per_user;
+        let limit = self.cfg.settings.get().limits.sessions_per_user;
         let owned = self
             .sessions
             .values()
@@ -227,6 +228,7 @@ impl Handler<CreateSession> for Registry {
                     owner,
                 },
             );
+            crate::metrics::metrics().sessions.set(act.sessions.len() as i64);
             tracing::info!(session_id = %id, "session created");
             Ok((id, addr))
         }))
@@ -314,6 +316,7 @@ impl Handler<DeleteSession> for Registry {
         let Some(entry) = self.sessions.remove(&msg.id) else {
             return Box::pin(async { Err(SessionError::NotFound) });
         };
+        crate::metrics::metrics().sessions.set(self.sessions.len() as i64);
         let store = self.store.clone();
         let id = msg.id;
         Box::pin(async move {
@@ -379,7 +382,7 @@ impl Handler<AcquireChild> for Registry {
             false
         };
         let (keeper, workspace) = (self.keeper.clone(), self.workspace.clone());
-        let subscription_login = self.cfg.settings.claude_auth.subscription_login;
+        let subscription_login = self.cfg.settings.get().claude_auth.subscription_login;
         let (owner, project) = (msg.owner, msg.project);
         let reserve_id = session_id.clone();
         Box::pin(

@@ -38,14 +38,14 @@ use super::{SessionError, SessionState, SessionView};
 use crate::claude::command::{self, CommandInput};
 use crate::claude::lines::Line;
 use crate::claude::protocol::{self, Classified};
-use crate::config::Settings;
+use crate::metrics::metrics;
 use crate::store::{now, SessionRecord, Store};
 
 /// What every session of the daemon shares: settings and the environment children inherit.
 #[derive(Debug)]
 pub struct SessionConfig {
-    /// Effective settings.
-    pub settings: Arc<Settings>,
+    /// Effective settings (reloadable).
+    pub settings: Arc<crate::config::LiveSettings>,
     /// The daemon's PATH, for children.
     pub path: Option<String>,
     /// The daemon's LANG, for children.
@@ -54,7 +54,7 @@ pub struct SessionConfig {
 
 impl SessionConfig {
     fn child_options(&self) -> ChildOptions {
-        let s = &self.settings.sessions;
+        let s = self.settings.get().sessions.clone();
         ChildOptions {
             max_line_bytes: s.max_line_bytes,
             stderr_tail_bytes: s.stderr_tail_bytes,
@@ -110,6 +110,10 @@ struct LiveChild {
     credential_kind: crate::credential::CredentialKind,
     stdout_done: bool,
     exit: Option<ExitReport>,
+    /// When it was spawned, until its first `system/init` line (for the spawn-to-init metric).
+    spawned_at: Option<Instant>,
+    /// Unix seconds when it was spawned.
+    started_at: i64,
 }
 
 struct Turn {
@@ -157,7 +161,7 @@ impl Session {
         store: Store,
         cfg: Arc<SessionConfig>,
     ) -> Self {
-        let s = &cfg.settings.sessions;
+        let s = cfg.settings.get().sessions.clone();
         let ring = ReplayRing::new(record.last_seq, s.replay_events, s.replay_bytes);
         Self {
             record,
@@ -197,6 +201,7 @@ impl Session {
             created_at: self.record.created_at,
             last_active: self.record.last_active,
             pid: self.child.as_ref().map(|c| c.handle.pid()),
+            child_started_at: self.child.as_ref().map(|c| c.started_at),
             resumable: self.record.claude_session_id.is_some(),
             owner: Some(self.record.owner.clone()),
         }
@@ -290,7 +295,7 @@ impl Session {
                     auth_failed: false,
                 });
                 self.set_state(SessionState::Busy, None);
-                self.arm_turn_timer(ctx, self.cfg.settings.sessions.turn_timeout);
+                self.arm_turn_timer(ctx, self.cfg.settings.get().sessions.turn_timeout);
             }
             Err(e) => {
                 // The child is going away; its exit handling restarts it for this message.
@@ -302,7 +307,7 @@ impl Session {
 
     fn arm_idle_timer(&mut self, ctx: &mut Context<Self>) {
         let epoch = self.state_epoch;
-        ctx.run_later(self.cfg.settings.sessions.idle_timeout, move |act, _ctx| {
+        ctx.run_later(self.cfg.settings.get().sessions.idle_timeout, move |act, _ctx| {
             if act.state_epoch == epoch
                 && act.state == SessionState::Idle
                 && act.queue.is_empty()
@@ -321,8 +326,8 @@ impl Session {
     /// A turn with no output for `turn_timeout` is interrupted; if it still has not ended
     /// `stop_timeout` later, its child is killed.
     fn check_turn(&mut self, ctx: &mut Context<Self>) {
-        let timeout = self.cfg.settings.sessions.turn_timeout;
-        let grace = self.cfg.settings.sessions.stop_timeout;
+        let timeout = self.cfg.settings.get().sessions.turn_timeout;
+        let grace = self.cfg.settings.get().sessions.stop_timeout;
         let Some(turn) = &mut self.turn else { return };
         if let Some(at) = turn.interrupted_at {
             let waited = at.elapsed();
@@ -386,6 +391,11 @@ impl Session {
             (_, Ok(text)) => text,
         };
         self.emit(seq, frame::claude(seq, text));
+        if let Classified::Init { .. } = class {
+            if let Some(spawned) = self.child.as_mut().and_then(|c| c.spawned_at.take()) {
+                metrics().spawn_to_init.observe(spawned.elapsed().as_secs_f64());
+            }
+        }
         match class {
             Classified::Init { session_id }
                 if self.record.claude_session_id.as_deref() != Some(session_id.as_str()) =>
@@ -486,11 +496,11 @@ impl Session {
 
     /// Whether another automatic restart is allowed now.
     fn budget_left(&mut self) -> bool {
-        let window = self.cfg.settings.sessions.restart_window;
+        let window = self.cfg.settings.get().sessions.restart_window;
         while self.failures.front().is_some_and(|t| t.elapsed() > window) {
             self.failures.pop_front();
         }
-        self.failures.len() < self.cfg.settings.sessions.restart_budget
+        self.failures.len() < self.cfg.settings.get().sessions.restart_budget
     }
 
     /// Asks the registry for a slot and the credential, then spawns.
@@ -542,7 +552,7 @@ impl Session {
     }
 
     fn spawn_child(&mut self, grant: ChildGrant, ctx: &mut Context<Self>) {
-        let settings = &self.cfg.settings;
+        let settings = self.cfg.settings.get();
         let spec = command::build(CommandInput {
             binary: &settings.claude.binary,
             extra_args: &settings.claude.extra_args,
@@ -565,6 +575,7 @@ impl Session {
                 self.registry.do_send(ChildReleased {
                     session_id: self.record.id.clone(),
                 });
+                metrics().child_spawns.with_label_values(&["error"]).inc();
                 self.failures.push_back(Instant::now());
                 let message = format!("{} ({e})", settings.claude.binary.display());
                 self.last_failure = Some(message.clone());
@@ -584,7 +595,11 @@ impl Session {
             credential_kind: grant.credential_kind,
             stdout_done: false,
             exit: None,
+            spawned_at: Some(Instant::now()),
+            started_at: now(),
         });
+        metrics().child_spawns.with_label_values(&["ok"]).inc();
+        metrics().live_children.inc();
         self.credential_stale = false;
         let lines = spawned
             .stdout
@@ -659,6 +674,14 @@ impl Session {
         });
         let interrupted_turn = self.turn.take().is_some();
         let reason = self.stop_reason.take();
+        let cause = match reason {
+            None => "crash",
+            Some(StopReason::TurnTimeout) => "turn_timeout",
+            Some(StopReason::Idle) => "idle",
+            Some(_) => "requested",
+        };
+        metrics().child_exits.with_label_values(&[cause]).inc();
+        metrics().live_children.dec();
         tracing::info!(
             session_id = %self.record.id, code = ?report.code, signal = ?report.signal, reason = ?reason,
             "child exited"
@@ -732,7 +755,7 @@ impl StreamHandler<ChildLine> for Session {
             Some(Line::Oversized { len }) => {
                 let message = format!(
                     "a line of {len} bytes from Claude Code was over the {}-byte limit and was not passed on",
-                    self.cfg.settings.sessions.max_line_bytes
+                    self.cfg.settings.get().sessions.max_line_bytes
                 );
                 self.emit_error("line_too_long", &message);
             }
@@ -808,7 +831,7 @@ impl Handler<SendMessage> for Session {
         if let Err(e) = validate_content(&msg.content) {
             return ready(Err(e));
         }
-        if self.queue.len() >= self.cfg.settings.sessions.queued_messages {
+        if self.queue.len() >= self.cfg.settings.get().sessions.queued_messages {
             return ready(Err(SessionError::QueueFull));
         }
         // A message that will only run in a new child answers once that child has started,

@@ -12,5 +12,6 @@ mod keys;
 mod log_hygiene;
 mod mock_api_cli;
 mod mock_api_http;
+mod operations;
 mod providers;
 mod sessions_cli;

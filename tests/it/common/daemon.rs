@@ -76,7 +76,8 @@ impl TestEnv {
         path
     }
 
-    fn config_path(&self) -> PathBuf {
+    /// Writes the config file (again) and returns its path.
+    pub fn config_path(&self) -> PathBuf {
         let mut root = toml::Table::new();
         for (key, value) in &self.config {
             let (section, name) = key.split_once('.').expect("section.key");
@@ -144,7 +145,8 @@ impl TestEnv {
         }
         let found = logs.wait_for(START_DEADLINE, |lines| {
             lines.iter().find_map(|l| {
-                let rest = l.split("listening on http://").nth(1)?;
+                let rest = l.split("listening on ").nth(1)?;
+                let rest = rest.strip_prefix("https://").or_else(|| rest.strip_prefix("http://"))?;
                 let addr: String = rest
                     .chars()
                     .take_while(|c| !c.is_whitespace() && *c != '"')
@@ -303,6 +305,11 @@ impl Daemon {
     /// Sends SIGTERM and waits for the exit status (with a deadline; then SIGKILL and panic).
     pub fn stop(&mut self) -> ExitStatus {
         self.signal(Signal::SIGTERM);
+        self.stop_after_signal()
+    }
+
+    /// Waits for the exit status after a stop signal was sent (with a deadline).
+    pub fn stop_after_signal(&mut self) -> ExitStatus {
         let mut child = self.child.take().unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
