@@ -35,8 +35,6 @@ use crate::supervisor::SessionError;
 
 /// Client commands one socket may have in flight before it is closed (1008).
 const COMMANDS_IN_FLIGHT: usize = 16;
-/// How long a close frame may take to go out to a client that does not read.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/ws/sessions/{id}", web::get().to(connect));
@@ -94,7 +92,11 @@ async fn connect(
         first.extend(replay.frames);
         let end = run(session.clone(), stream, first, live, addr, heartbeat).await;
         tracing::debug!(%session_id, reason = end.description, "socket closed");
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, session.close(Some(end.into()))).await;
+        // The close frame queues behind the frames already handed to actix-ws. A client dropped
+        // for not reading gets it, and so learns to reconnect with `after`, when it reads again;
+        // one that stays away longer would have been dropped as silent anyway.
+        let _ =
+            tokio::time::timeout(heartbeat.client_timeout, session.close(Some(end.into()))).await;
     });
     Ok(response)
 }
