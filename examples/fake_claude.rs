@@ -26,7 +26,8 @@
 //!   `control_request` subtypes get a bare success `control_response`.
 //! - When stdin closes it finishes the running turn and exits 0, or 1 if the last turn was
 //!   interrupted. A `SILENT` or `AUTHFAIL` turn never finishes, so closing stdin during one exits
-//!   1 at once. A stdout or stderr write error (the reader went away) exits 2.
+//!   1 at once (a `DEAF` one does not exit at all). A stdout or stderr write error (the reader
+//!   went away) exits 2.
 //!
 //! # Markers
 //! Whitespace-separated words of the user message's text; several may be combined, and they take
@@ -46,12 +47,18 @@
 //!   stderr and exit with code 3, with no `result`.
 //! - `FLOOD:<n>`: at least `n` bytes of `stream_event` text-delta lines of about 16 KiB each,
 //!   written as fast as the reader takes them, checking for an interrupt about every MiB.
+//! - `PACE:<n>`: `FLOOD` writes at most `n` bytes a second (still looking at stdin while it
+//!   waits), for a flood that a healthy reader can follow on a loaded machine.
 //! - `SILENT`: nothing more until interrupted (then the interrupt answer above).
+//! - `DEAF`: nothing more, ever: interrupts (from the turn's start) and the closing of stdin
+//!   are ignored, so only a signal ends the process (SIGTERM, unless `IGNORE_TERM` came first;
+//!   SIGKILL). For the daemon's last resorts: the kill after an unanswered interrupt, and the
+//!   stop's escalation.
 //! - `AUTHFAIL`: a `system/api_retry` line with `error_status` 401 and `error`
 //!   `authentication_failed` every 200 ms until interrupted or stdin closes, and no
 //!   `system/status` line, as in `claude-2.1.332-badkey.jsonl`.
-//! - Unless `CRASH`, `SILENT` or `AUTHFAIL` ended the turn, it closes with the default reply,
-//!   `Hello from the fake. You said: <text>`, streamed word by word, and `result`.
+//! - Unless `CRASH`, `SILENT`, `DEAF` or `AUTHFAIL` ended the turn, it closes with the default
+//!   reply, `Hello from the fake. You said: <text>`, streamed word by word, and `result`.
 //!
 //! `FAKE_CLAUDE_SCRIPT`, a comma-separated list read at startup, covers what must happen before
 //! any input: `stderr_flood:<n>` writes `n` bytes to stderr at once, and `ignore_sigterm`
@@ -137,6 +144,7 @@ fn run() -> io::Result<u8> {
         queued: VecDeque::new(),
         stdin_closed: false,
         messages: 0,
+        deaf: false,
     };
     let mut last_interrupted = false;
     loop {
@@ -317,7 +325,9 @@ struct Markers {
     bigline: Option<usize>,
     crash: bool,
     flood: Option<usize>,
+    pace: Option<usize>,
     silent: bool,
+    deaf: bool,
     authfail: bool,
 }
 
@@ -333,11 +343,13 @@ impl Markers {
                 ("STDERR", Some(n)) => m.stderr = Some(n),
                 ("BIGLINE", Some(n)) => m.bigline = Some(n),
                 ("FLOOD", Some(n)) => m.flood = Some(n),
+                ("PACE", Some(n)) if n > 0 => m.pace = Some(n),
                 ("IGNORE_TERM", None) => m.ignore_term = true,
                 ("NONJSON", None) => m.nonjson = true,
                 ("SPLIT", None) => m.split = true,
                 ("CRASH", None) => m.crash = true,
                 ("SILENT", None) => m.silent = true,
+                ("DEAF", None) => m.deaf = true,
                 ("AUTHFAIL", None) => m.authfail = true,
                 _ => {}
             }
@@ -355,12 +367,15 @@ struct Fake {
     stdin_closed: bool,
     /// Counter for `msg_…` ids.
     messages: u64,
+    /// A `DEAF` turn: interrupts are dropped from its first line on.
+    deaf: bool,
 }
 
 impl Fake {
     fn turn(&mut self, text: &str) -> Result<(), Stop> {
         let started = Instant::now();
         let markers = Markers::parse(text);
+        self.deaf = markers.deaf;
         if let Some(n) = markers.stderr {
             stderr_flood(n)?;
         }
@@ -391,11 +406,17 @@ impl Fake {
             self.crash()?;
         }
         if let Some(n) = markers.flood {
-            self.flood(n)?;
+            self.flood(n, markers.pace)?;
         }
         if markers.silent {
             loop {
                 self.wait(None)?;
+            }
+        }
+        if markers.deaf {
+            // The stdin thread keeps reading (and queueing) whatever comes; nobody looks.
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
             }
         }
         if markers.authfail {
@@ -457,6 +478,7 @@ impl Fake {
     fn take(&mut self, input: Input) -> Result<(), Stop> {
         match input {
             Input::User(text) => self.queued.push_back(text),
+            Input::Interrupt(_) if self.deaf => {}
             Input::Interrupt(request_id) => return Err(Stop::Interrupted(request_id)),
             Input::Control(request_id) => self.control_success(&request_id)?,
             Input::Eof => self.stdin_closed = true,
@@ -556,7 +578,8 @@ impl Fake {
         std::process::exit(CRASH_EXIT.into())
     }
 
-    fn flood(&mut self, n: usize) -> Result<(), Stop> {
+    fn flood(&mut self, n: usize, pace: Option<usize>) -> Result<(), Stop> {
+        let started = Instant::now();
         let id = self.next_message_id();
         self.emit(&self.message_start(&id))?;
         let text: String = "flood text "
@@ -578,6 +601,16 @@ impl Fake {
             }
             written += batch.len();
             self.raw(&batch)?;
+            if let Some(pace) = pace {
+                let due = started + Duration::from_secs_f64(written as f64 / pace as f64);
+                while let Some(left) = due.checked_duration_since(Instant::now()) {
+                    match self.wait(Some(left)) {
+                        // As without a pace, a closed stdin does not cut the flood short.
+                        Err(Stop::StdinClosed) => std::thread::sleep(left),
+                        other => other?,
+                    }
+                }
+            }
         }
         self.emit(&self.stream_event(&id, json!({"type": "message_stop"})))
     }

@@ -20,6 +20,8 @@ use actix::Addr;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError};
 use bytestring::ByteString;
+use futures_util::future::BoxFuture;
+use futures_util::stream::{FuturesOrdered, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -34,10 +36,9 @@ use crate::supervisor::frame;
 use crate::supervisor::session::{Interrupt, SendMessage, Session, Subscribe, Subscribed};
 use crate::supervisor::SessionError;
 
-/// Client commands one socket may have in flight before it is closed (1008).
+/// Client commands one socket may have waiting for the session's answer, and again as many
+/// waiting to be handed over, before it is closed (1008).
 const COMMANDS_IN_FLIGHT: usize = 16;
-/// How long a close frame may take to go out to a client that does not read.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/ws/sessions/{id}", web::get().to(connect));
@@ -99,7 +100,11 @@ async fn connect(
         if end.code == CloseCode::Again {
             metrics().sockets_closed_slow.inc();
         }
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, session.close(Some(end.into()))).await;
+        // The close frame queues behind the frames already handed to actix-ws. A client dropped
+        // for not reading gets it, and so learns to reconnect with `after`, when it reads again;
+        // one that stays away longer would have been dropped as silent anyway.
+        let _ =
+            tokio::time::timeout(heartbeat.client_timeout, session.close(Some(end.into()))).await;
     });
     Ok(response)
 }
@@ -284,41 +289,71 @@ fn client_error(code: &str, message: &str) -> ByteString {
     ByteString::from(json!({"type": "error", "error": code, "message": message}).to_string())
 }
 
-/// Hands a socket's commands to its session in order, and reports refusals that the session
-/// does not broadcast itself (a refused start is an `error` event for every tab already).
+/// Hands a socket's commands to its session in order, without waiting for one answer before
+/// sending the next: a message that must start a child is answered only once the child has
+/// started, and the messages behind it belong in the session's queue meanwhile (echoed to every
+/// tab at once, bounded by `sessions.queued_messages`), not held back here. Reports refusals
+/// that the session does not broadcast itself (a refused start is an `error` event for every
+/// tab already).
 async fn forward_commands(
     mut rx: mpsc::Receiver<Command>,
     addr: Addr<Session>,
     mut ws: actix_ws::Session,
 ) {
-    while let Some(command) = rx.recv().await {
-        let result = match command {
-            Command::User(content) => addr
-                .send(SendMessage { content })
-                .await
-                .map(|r| r.map(|_| ())),
-            Command::Interrupt => addr.send(Interrupt).await,
-        };
-        let error = match result {
-            Ok(Ok(())) => continue,
-            Ok(Err(e)) => e,
-            Err(_) => SessionError::NotFound,
-        };
-        let local = matches!(
-            error,
-            SessionError::QueueFull
-                | SessionError::InvalidMessage(_)
-                | SessionError::NotBusy
-                | SessionError::ShuttingDown
-                | SessionError::NotFound
-        );
-        if local
-            && ws
-                .text(client_error(error.code(), &error.to_string()))
-                .await
-                .is_err()
-        {
-            return;
+    let mut answers = FuturesOrdered::new();
+    let mut open = true;
+    loop {
+        tokio::select! {
+            command = rx.recv(), if open && answers.len() < COMMANDS_IN_FLIGHT => match command {
+                Some(command) => answers.push_back(dispatch(&addr, command)),
+                None => open = false,
+            },
+            // Awaited to the last even once the socket has gone: a command that met a full
+            // mailbox is only sent when its answer is polled.
+            Some(result) = answers.next() => report(&mut ws, result).await,
+            else => return,
         }
+    }
+}
+
+/// Sends `command` to the session now: actix puts it in the mailbox at once (unless the
+/// mailbox is full), so commands keep the socket's order while their answers are awaited later.
+fn dispatch(
+    addr: &Addr<Session>,
+    command: Command,
+) -> BoxFuture<'static, Result<(), SessionError>> {
+    match command {
+        Command::User(content) => {
+            let answer = addr.send(SendMessage { content });
+            Box::pin(async move {
+                answer
+                    .await
+                    .map_err(|_| SessionError::NotFound)?
+                    .map(|_| ())
+            })
+        }
+        Command::Interrupt => {
+            let answer = addr.send(Interrupt);
+            Box::pin(async move { answer.await.map_err(|_| SessionError::NotFound)? })
+        }
+    }
+}
+
+/// Tells this socket alone about a refusal that the session did not broadcast.
+async fn report(ws: &mut actix_ws::Session, result: Result<(), SessionError>) {
+    let Err(error) = result else { return };
+    let local = matches!(
+        error,
+        SessionError::QueueFull
+            | SessionError::InvalidMessage(_)
+            | SessionError::NotBusy
+            | SessionError::ShuttingDown
+            | SessionError::NotFound
+    );
+    if local {
+        // A closed socket has no one to tell.
+        let _ = ws
+            .text(client_error(error.code(), &error.to_string()))
+            .await;
     }
 }

@@ -7,7 +7,7 @@
 //! - stdin is fed by a writer task from a bounded queue; dropping the queue closes stdin, which
 //!   is how the CLI is asked to finish (it exits 0, or 1 after an interrupted turn).
 //! - stderr is drained all the time into a bounded tail: a full stderr pipe would block the
-//!   child.
+//!   child. The exit report waits briefly for stderr's end, so the tail holds the last words.
 //! - A reaper task owns the process. Asked to stop, it escalates: wait `stop_timeout` after
 //!   stdin closed, SIGTERM to the group, wait again, SIGKILL to the group. Signals go to the
 //!   group while the leader is still unreaped, so its pgid cannot have been reused. After the
@@ -56,6 +56,11 @@ pub fn group_rss_kib(pgid: u32) -> u64 {
     }
     total
 }
+
+/// How long the exit report waits for the end of stderr once the child has been reaped.
+/// Its last words (a crash message) may still be in the pipe, but a process that left the
+/// group may hold the pipe open for ever.
+const STDERR_GRACE: Duration = Duration::from_millis(200);
 
 /// Tunables of a child.
 #[derive(Debug, Clone)]
@@ -213,7 +218,7 @@ pub fn spawn(spec: &ChildSpec, options: &ChildOptions) -> io::Result<Spawned> {
     tokio::spawn(write_stdin(stdin, stdin_rx));
 
     let tail = StderrTail::new(options.stderr_tail_bytes);
-    tokio::spawn(drain_stderr(stderr, tail.clone()));
+    let drained = tokio::spawn(drain_stderr(stderr, tail.clone()));
 
     let reader = LineReader::new(stdout, options.max_line_bytes);
     let lines = stream::unfold(reader, |mut reader| async move {
@@ -233,6 +238,9 @@ pub fn spawn(spec: &ChildSpec, options: &ChildOptions) -> io::Result<Spawned> {
         let status = reap(&mut child, pid, stop_rx, stop_timeout).await;
         // Stragglers: a grandchild that outlived the leader in its group.
         let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        // The exit can be seen before the drain task has read the child's last bytes: without
+        // this wait, the tail of a crash often missed the crash message, or was empty.
+        let _ = tokio::time::timeout(STDERR_GRACE, drained).await;
         ExitReport {
             code: status.as_ref().ok().and_then(ExitStatus::code),
             signal: status.as_ref().ok().and_then(ExitStatus::signal),

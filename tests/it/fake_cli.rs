@@ -358,3 +358,38 @@ async fn ignore_term_survives_sigterm_and_its_grandchild_dies_with_the_group() {
         .await
         .expect("the grandchild died with its group");
 }
+
+#[tokio::test]
+async fn deaf_ignores_interrupts_and_stdin_closing_until_a_signal() {
+    let mut fake = Fake::spawn(&[], None);
+    fake.say("DEAF").await;
+    // The turn's last line: `system/status`, after `init`.
+    fake.until(|o| o.json()["subtype"] == "status").await;
+    fake.send(&interrupt_request(&new_request_id())).await;
+    fake.stdin = None;
+    // An absence, so a bounded wait: neither an answer nor an exit comes.
+    let quiet = Duration::from_millis(300);
+    let answer = timeout(quiet, fake.lines.next_line()).await;
+    assert!(answer.is_err(), "it answered: {answer:?}");
+    assert!(fake.child.try_wait().unwrap().is_none(), "it exited");
+
+    let pid = Pid::from_raw(i32::try_from(fake.child.id().unwrap()).unwrap());
+    kill(pid, Signal::SIGTERM).unwrap();
+    let status = timeout(DEADLINE, fake.child.wait()).await.unwrap().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(15)
+    );
+}
+
+#[tokio::test]
+async fn pace_slows_a_flood() {
+    let mut fake = Fake::spawn(&[], None);
+    let started = std::time::Instant::now();
+    // 4 MiB at 8 MiB/s: half a second at least.
+    fake.say("FLOOD:4194304 PACE:8388608").await;
+    fake.until_result().await;
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(500), "{took:?}");
+    assert_eq!(fake.close_stdin_and_wait().await.code(), Some(0));
+}

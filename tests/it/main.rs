@@ -15,3 +15,4 @@ mod mock_api_http;
 mod operations;
 mod providers;
 mod sessions_cli;
+mod sessions_fake;

@@ -134,6 +134,42 @@ impl Socket {
         }
     }
 
+    /// The next text frame as it came, unparsed and not added to `frames` (answering pings),
+    /// for tests that read many megabytes and look closely at few frames. `None` when the
+    /// socket closed (see `closed`) or the deadline passed.
+    pub async fn next_text(&mut self, deadline: Duration) -> Option<String> {
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            let message = match tokio::time::timeout_at(until, self.stream.next()).await {
+                Err(_) => return None,
+                Ok(None) | Ok(Some(Err(_))) => return None,
+                Ok(Some(Ok(m))) => m,
+            };
+            match message {
+                Message::Text(text) => return Some(text.as_str().to_owned()),
+                Message::Close(frame) => {
+                    self.closed = Some(frame.map_or((1005, String::new()), |f| {
+                        (u16::from(f.code), f.reason.to_string())
+                    }));
+                    return None;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Sends several JSON messages in one write, so the server reads them together (as a
+    /// client typing fast, or a reconnecting one flushing its outbox, would send them).
+    pub async fn send_batch(&mut self, values: &[Value]) {
+        for value in values {
+            self.stream
+                .feed(Message::Text(value.to_string().into()))
+                .await
+                .unwrap();
+        }
+        self.stream.flush().await.unwrap();
+    }
+
     /// Reads frames until one matches `pred` (returned), panicking with what arrived if the
     /// deadline passes or the socket closes first.
     pub async fn until(&mut self, deadline: Duration, pred: impl Fn(&Value) -> bool) -> Value {
