@@ -57,6 +57,8 @@ pub struct Settings {
     pub limits: LimitSettings,
     /// `[log]`: level and format of the daemon's logs.
     pub log: LogSettings,
+    /// `[ui]`: where the web UI's files come from.
+    pub ui: UiSettings,
 }
 
 /// `[server]`.
@@ -295,6 +297,16 @@ impl Default for LogSettings {
             format: LogFormat::Text,
         }
     }
+}
+
+/// `[ui]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct UiSettings {
+    /// Serve the web UI from this folder instead of the copy embedded in the binary, read on
+    /// every request, for working on `static/` without rebuilding. Unset by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub static_dir: Option<PathBuf>,
 }
 
 /// Values from command-line flags, the last layer. `None` leaves the lower layers' value.
@@ -686,7 +698,7 @@ mod tests {
         let parsed = Settings::load(Some(&path), env(&[]), &FlagOverrides::default()).unwrap();
         assert_eq!(parsed.server, Settings::default().server);
         // Optional keys are documented as commented-out lines.
-        for key in ["public_url", "workspace_dir"] {
+        for key in ["public_url", "workspace_dir", "static_dir"] {
             assert!(
                 text.lines()
                     .any(|l| l.trim_start().starts_with(&format!("# {key} ="))),

@@ -2,6 +2,7 @@
 //! passes through (request id, access log without query strings, security headers).
 
 mod accounts;
+mod assets;
 mod auth;
 mod claude_auth;
 mod health;
@@ -85,7 +86,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(health::configure)
         .configure(accounts::configure)
         .configure(claude_auth::configure)
-        .default_service(web::to(not_found));
+        .default_service(web::to(assets::serve));
 }
 
 fn json_config() -> web::JsonConfig {
