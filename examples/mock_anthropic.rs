@@ -2,9 +2,13 @@
 //! hand: `cargo run --example mock_anthropic -- --listen 127.0.0.1:3002`.
 //!
 //! It prints its base URL on stdout (one line, for scripts), logs each request on stderr, and
-//! runs until Ctrl-C. Point a client at it with `ANTHROPIC_BASE_URL=<that URL>` and any
-//! `ANTHROPIC_API_KEY` that starts with `sk-ant-`. The replies are scripted by markers in the
-//! user's text (`TOOL:<cmd>`, `SLOW`, `ECHO`, `BIG:<n>`); see `tests/it/common/mock_api.rs`.
+//! runs until Ctrl-C or SIGTERM. Point a client at it with `ANTHROPIC_BASE_URL=<that URL>` and
+//! any `ANTHROPIC_API_KEY` that starts with `sk-ant-`. The replies are scripted by markers in
+//! the user's text (`TOOL:<cmd>`, `SLOW`, `ECHO`, `BIG:<n>`); see `tests/it/common/mock_api.rs`.
+//!
+//! `--reject CREDENTIAL` makes `/v1/messages` answer 401 to that API key or token (what a revoked
+//! key looks like), and `--status CREDENTIAL=CODE` any other status (429, 500, 529, …); both may
+//! be repeated.
 
 // The tests' module, shared verbatim so the demo and the tests cannot drift apart; the demo
 // uses only part of its API.
@@ -14,33 +18,58 @@ mod mock_api;
 
 use std::process::ExitCode;
 
+use nix::sys::signal::{SigSet, Signal};
+
 /// The demo's default address: next to sashad's default `127.0.0.1:3001`.
 const DEFAULT_LISTEN: &str = "127.0.0.1:3002";
 
-const USAGE: &str = "usage: mock_anthropic [--listen ADDR]   (default 127.0.0.1:3002)";
+const USAGE: &str = "usage: mock_anthropic [--listen ADDR] [--reject CREDENTIAL]... \
+                     [--status CREDENTIAL=CODE]...   (ADDR defaults to 127.0.0.1:3002)";
 
 fn main() -> ExitCode {
     let mut listen = DEFAULT_LISTEN.to_owned();
+    let mut statuses: Vec<(String, u16)> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--listen" => match args.next() {
-                Some(addr) => listen = addr,
-                None => {
-                    eprintln!("{USAGE}");
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => {
+                (flag.to_owned(), Some(value.to_owned()))
+            }
+            _ => (arg.clone(), None),
+        };
+        if flag == "-h" || flag == "--help" {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        let Some(value) = inline.or_else(|| args.next()) else {
+            eprintln!("{flag} needs a value\n{USAGE}");
+            return ExitCode::from(2);
+        };
+        match flag.as_str() {
+            "--listen" => listen = value,
+            "--reject" => statuses.push((value, 401)),
+            "--status" => match value.rsplit_once('=').map(|(c, s)| (c, s.parse::<u16>())) {
+                Some((credential, Ok(code))) => statuses.push((credential.to_owned(), code)),
+                _ => {
+                    eprintln!("--status wants CREDENTIAL=CODE, got {value:?}\n{USAGE}");
                     return ExitCode::from(2);
                 }
             },
-            a if a.starts_with("--listen=") => listen = a["--listen=".len()..].to_owned(),
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
             _ => {
                 eprintln!("unknown argument {arg:?}\n{USAGE}");
                 return ExitCode::from(2);
             }
         }
+    }
+    // Block SIGINT and SIGTERM before the server's threads exist, so that they inherit the
+    // mask and the main thread alone takes the signal, synchronously. (With a tokio `ctrl_c()`
+    // on a second runtime beside the mock's, a Ctrl-C was once seen to go unnoticed.)
+    let mut stop_signals = SigSet::empty();
+    stop_signals.add(Signal::SIGINT);
+    stop_signals.add(Signal::SIGTERM);
+    if let Err(err) = stop_signals.thread_block() {
+        eprintln!("mock_anthropic: cannot block SIGINT and SIGTERM: {err}");
+        return ExitCode::FAILURE;
     }
     let mock = match mock_api::MockApi::start_on(listen.as_str()) {
         Ok(mock) => mock,
@@ -50,18 +79,24 @@ fn main() -> ExitCode {
         }
     };
     mock.set_log_requests(true);
+    for (credential, code) in &statuses {
+        mock.set_messages_behavior(credential, mock_api::Behavior::Status(*code));
+    }
     println!("{}", mock.base_url());
     eprintln!(
         "mock_anthropic: serving the Anthropic API at {0}; try ANTHROPIC_BASE_URL={0} \
          ANTHROPIC_API_KEY=sk-ant-demo. Ctrl-C stops it.",
         mock.base_url()
     );
-    let waited = actix_rt::System::new().block_on(tokio::signal::ctrl_c());
+    let waited = stop_signals.wait();
     drop(mock);
     match waited {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(signal) => {
+            eprintln!("mock_anthropic: {signal}, stopped");
+            ExitCode::SUCCESS
+        }
         Err(err) => {
-            eprintln!("mock_anthropic: cannot wait for Ctrl-C: {err}");
+            eprintln!("mock_anthropic: cannot wait for a signal: {err}");
             ExitCode::FAILURE
         }
     }

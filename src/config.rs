@@ -53,6 +53,8 @@ pub struct Settings {
     pub claude_auth: ClaudeAuthSettings,
     /// `[sessions]`: timeouts and buffers of session actors.
     pub sessions: SessionSettings,
+    /// `[websocket]`: heartbeat and per-socket queues.
+    pub websocket: WebSocketSettings,
     /// `[limits]`: admission limits.
     pub limits: LimitSettings,
     /// `[log]`: level and format of the daemon's logs.
@@ -239,6 +241,29 @@ pub struct SessionSettings {
     /// A busy turn with no output this long is interrupted, then killed. Default `10m`.
     #[serde(with = "humantime_serde")]
     pub turn_timeout: Duration,
+    /// Each step of a stop waits this long: after closing stdin, then after SIGTERM, before
+    /// SIGKILL to the process group. Default `5s` (the CLI needs a second or more).
+    #[serde(with = "humantime_serde")]
+    pub stop_timeout: Duration,
+    /// Unexpected exits allowed within `restart_window` before the session is `failed`.
+    /// Default 3.
+    pub restart_budget: usize,
+    /// Window of `restart_budget`. Default `10m`.
+    #[serde(with = "humantime_serde")]
+    pub restart_window: Duration,
+    /// Messages a session holds while its child starts or is busy; more get 429. Default 32.
+    pub queued_messages: usize,
+    /// Largest user message (REST body or WebSocket message), in bytes. Default 4 MiB.
+    pub max_message_bytes: usize,
+    /// Longest stdout line passed on, in bytes; a longer one becomes an `error` event.
+    /// Default 64 MiB.
+    pub max_line_bytes: usize,
+    /// Bytes of the child's stderr kept for `exited` events. Default 64 KiB.
+    pub stderr_tail_bytes: usize,
+    /// Events kept per session for replay. Default 10000.
+    pub replay_events: usize,
+    /// Bytes of events kept per session for replay. Default 32 MiB.
+    pub replay_bytes: usize,
 }
 
 impl Default for SessionSettings {
@@ -246,6 +271,44 @@ impl Default for SessionSettings {
         Self {
             idle_timeout: Duration::from_secs(15 * 60),
             turn_timeout: Duration::from_secs(10 * 60),
+            stop_timeout: Duration::from_secs(5),
+            restart_budget: 3,
+            restart_window: Duration::from_secs(10 * 60),
+            queued_messages: 32,
+            max_message_bytes: 4 << 20,
+            max_line_bytes: 64 << 20,
+            stderr_tail_bytes: 64 << 10,
+            replay_events: 10_000,
+            replay_bytes: 32 << 20,
+        }
+    }
+}
+
+/// `[websocket]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSocketSettings {
+    /// A ping goes to each socket this often. Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// A socket silent this long (no pong, no message) is dropped. Default `30s`.
+    #[serde(with = "humantime_serde")]
+    pub client_timeout: Duration,
+    /// Frames queued for one socket before it counts as too slow (closed with 1013).
+    /// Default 1024.
+    pub queue_frames: usize,
+    /// Bytes queued for one socket before it counts as too slow (closed with 1013). A single
+    /// frame larger than this still passes when the queue is empty. Default 8 MiB.
+    pub queue_bytes: usize,
+}
+
+impl Default for WebSocketSettings {
+    fn default() -> Self {
+        Self {
+            ping_interval: Duration::from_secs(10),
+            client_timeout: Duration::from_secs(30),
+            queue_frames: 1024,
+            queue_bytes: 8 << 20,
         }
     }
 }
@@ -388,6 +451,34 @@ impl Settings {
                     "server.allowed_origins: {origin:?} is not an origin like https://app.example.com"
                 ));
             }
+        }
+        let s = &self.sessions;
+        if s.queued_messages == 0
+            || s.max_message_bytes == 0
+            || s.replay_events == 0
+            || s.replay_bytes == 0
+        {
+            return invalid(
+                "sessions.queued_messages, max_message_bytes and replay_* must be at least 1"
+                    .into(),
+            );
+        }
+        if s.max_line_bytes < 1024 || s.stderr_tail_bytes == 0 {
+            return invalid(
+                "sessions.max_line_bytes must be at least 1024 and stderr_tail_bytes at least 1"
+                    .into(),
+            );
+        }
+        let w = &self.websocket;
+        if w.queue_frames == 0
+            || w.queue_bytes == 0
+            || w.ping_interval.is_zero()
+            || w.client_timeout <= w.ping_interval
+        {
+            return invalid(
+                "websocket.queue_* must be at least 1 and client_timeout longer than ping_interval"
+                    .into(),
+            );
         }
         if self.limits.sessions_per_user == 0 || self.limits.live_children == 0 {
             return invalid(

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix::{Actor, Arbiter};
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
@@ -21,6 +22,10 @@ use crate::http::{self, AppState};
 use crate::keys;
 use crate::logging::LogHandle;
 use crate::store::Store;
+use crate::supervisor::registry::{LoadSessions, Shutdown};
+use crate::supervisor::session::SessionConfig;
+use crate::supervisor::Registry;
+use crate::workspace::Workspace;
 
 /// Where the master key may come from, besides the data directory (DESIGN §3's order).
 #[derive(Debug, Clone, Default)]
@@ -101,6 +106,29 @@ pub async fn run(
     } = prepared;
     let local_addr = listener.local_addr().context("listener has no address")?;
     let settings = Arc::new(settings);
+    let keyring = Arc::new(keyring);
+    let workspace = Workspace::new(settings.storage.workspace());
+    let session_config = Arc::new(SessionConfig {
+        settings: settings.clone(),
+        path: std::env::var("PATH").ok(),
+        lang: std::env::var("LANG").ok(),
+    });
+    // Children are spawned from these threads, which live as long as the daemon: the parent
+    // death signal is tied to the thread that forks (prctl(2)).
+    let arbiters: Vec<Arbiter> = (0..supervisor_threads()).map(|_| Arbiter::new()).collect();
+    let registry = Registry::new(
+        store.clone(),
+        keyring.clone(),
+        workspace.clone(),
+        session_config,
+        arbiters.iter().map(Arbiter::handle).collect(),
+    )
+    .start();
+    let stored = load_sessions(&store).await?;
+    let loaded = registry
+        .send(LoadSessions { sessions: stored })
+        .await
+        .context("registry is gone")?;
     let state = web::Data::new(AppState {
         allowed_origins: settings.effective_allowed_origins(local_addr),
         secure_cookies: settings.secure_cookies(),
@@ -109,17 +137,20 @@ pub async fn run(
             settings.auth.login_attempts_per_ip,
         ),
         http: crate::anthropic::http_client().context("cannot build the HTTP client")?,
-        keyring: Arc::new(keyring),
+        keyring,
         store: store.clone(),
         settings: settings.clone(),
         local_addr,
+        registry: registry.clone(),
+        workspace,
     });
     let app_state = state.clone();
+    let app_settings = settings.clone();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(app_state.clone())
             .wrap(from_fn(http::observe))
-            .configure(http::configure)
+            .configure(|cfg| http::configure(cfg, &app_settings))
     })
     .listen(listener)
     .context("cannot serve on the listener")?
@@ -131,23 +162,56 @@ pub async fn run(
         data_dir = %settings.storage.data_dir.display(),
         key_id = %state.keyring.active_kid(),
         key_source = %key_source.path().display(),
+        sessions = loaded,
         "listening on http://{local_addr}"
     );
     let handle = server.handle();
     let housekeeping = actix_rt::spawn(housekeeping(state.clone()));
     actix_rt::spawn(async move {
         let signal = wait_for_stop_signal().await;
-        tracing::info!(
-            signal,
-            "stopping: no new requests; finishing the ones under way"
-        );
+        tracing::info!(signal, "stopping: no new sessions; stopping every child");
+        match registry.send(Shutdown).await {
+            Ok(saved) => tracing::info!(sessions = saved, "every session stopped"),
+            Err(e) => tracing::error!(error = %e, "registry did not answer the shutdown"),
+        }
         handle.stop(true).await;
     });
     server.await.context("HTTP server failed")?;
     housekeeping.abort();
+    for arbiter in arbiters {
+        arbiter.stop();
+        let _ = arbiter.join();
+    }
     store.flush()?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Supervisor threads: one per core, at least two, so sessions seldom share a thread.
+fn supervisor_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .max(2)
+}
+
+/// Every stored session with its owner's username. Sessions of users that no longer exist are
+/// skipped with a warning.
+async fn load_sessions(
+    store: &Store,
+) -> anyhow::Result<Vec<(crate::store::SessionRecord, String)>> {
+    let loaded = store
+        .run(|s| {
+            let mut out = Vec::new();
+            for record in s.list_sessions()? {
+                match s.user(&record.owner)? {
+                    Some(user) => out.push((record, user.username)),
+                    None => tracing::warn!(session_id = %record.id, "session of a missing user; skipped"),
+                }
+            }
+            Ok(out)
+        })
+        .await?;
+    Ok(loaded)
 }
 
 /// Waits for SIGTERM or SIGINT and names it.

@@ -14,6 +14,8 @@ use serde::Serialize;
 use crate::anthropic::UpstreamError;
 use crate::crypto::CryptoError;
 use crate::store::StoreError;
+use crate::supervisor::SessionError;
+use crate::workspace::WorkspaceError;
 
 /// A request's failure, as the client will see it.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +77,12 @@ pub enum Error {
     /// Sealing or opening failed.
     #[error(transparent)]
     Crypto(#[from] CryptoError),
+    /// A session refused or failed.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// A project path was refused or could not be made.
+    #[error(transparent)]
+    Workspace(#[from] WorkspaceError),
     /// Anything else that is our fault; the string goes to the log only.
     #[error("internal error: {0}")]
     Internal(String),
@@ -135,6 +143,40 @@ impl Error {
             Self::Store(_) | Self::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal", "something went wrong on the server".into())
             }
+            Self::Session(e) => {
+                use SessionError as S;
+                let status = match e {
+                    S::NotFound => StatusCode::NOT_FOUND,
+                    S::InvalidMessage(_) => StatusCode::BAD_REQUEST,
+                    S::NoCredentials | S::CredentialsRejected | S::NotBusy | S::Failed(_) => StatusCode::CONFLICT,
+                    S::Limit(..) | S::QueueFull => StatusCode::TOO_MANY_REQUESTS,
+                    S::SpawnFailed(_) | S::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+                    S::CredentialUnreadable | S::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                let message = match e {
+                    S::Store(_) => "something went wrong on the server".to_owned(),
+                    S::NotFound => "no such session".to_owned(),
+                    other => other.to_string(),
+                };
+                (status, e.code(), message)
+            }
+            Self::Workspace(e) => {
+                use WorkspaceError as W;
+                match e {
+                    W::InvalidProjectId | W::NotADirectory(_) => (
+                        StatusCode::BAD_REQUEST,
+                        "invalid_project_id",
+                        W::InvalidProjectId.to_string(),
+                    ),
+                    W::NoSuchProject => (StatusCode::NOT_FOUND, "project_not_found", e.to_string()),
+                    W::ProjectExists => (StatusCode::CONFLICT, "project_exists", e.to_string()),
+                    W::Io { .. } => (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal",
+                        "something went wrong on the server".into(),
+                    ),
+                }
+            }
             Self::Crypto(CryptoError::KeyNotLoaded { kid }) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "credential_unreadable",
@@ -166,7 +208,13 @@ impl ResponseError for Error {
             tracing::error!(error = %self, code, "request failed");
         }
         let mut response = HttpResponse::build(status);
-        if let Self::TooManyRequests { retry_after, .. } = self {
+        let retry_after = match self {
+            Self::TooManyRequests { retry_after, .. }
+            | Self::Session(SessionError::Limit(_, retry_after)) => Some(*retry_after),
+            Self::Session(SessionError::QueueFull) => Some(Duration::from_secs(1)),
+            _ => None,
+        };
+        if let Some(retry_after) = retry_after {
             let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
             if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
                 response.insert_header((header::RETRY_AFTER, value));

@@ -6,6 +6,8 @@ mod assets;
 mod auth;
 mod claude_auth;
 mod health;
+mod sessions;
+mod ws;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +26,8 @@ use crate::config::Settings;
 use crate::crypto::Keyring;
 use crate::error::json_error;
 use crate::store::Store;
+use crate::supervisor::Registry;
+use crate::workspace::Workspace;
 
 pub use self::auth::{Authed, SESSION_COOKIE};
 
@@ -54,6 +58,10 @@ pub struct AppState {
     pub secure_cookies: bool,
     /// The bound address.
     pub local_addr: SocketAddr,
+    /// The session registry.
+    pub registry: actix::Addr<Registry>,
+    /// Users' homes and projects.
+    pub workspace: Workspace,
 }
 
 impl std::fmt::Debug for AppState {
@@ -65,8 +73,8 @@ impl std::fmt::Debug for AppState {
 }
 
 /// Registers every route on an actix-web `App`.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(json_config())
+pub fn configure(cfg: &mut web::ServiceConfig, settings: &Settings) {
+    cfg.app_data(json_config(MAX_JSON_BODY))
         .app_data(web::PathConfig::default().error_handler(|err, _| {
             let message = err.to_string();
             actix_web::error::InternalError::from_response(
@@ -86,19 +94,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(health::configure)
         .configure(accounts::configure)
         .configure(claude_auth::configure)
+        .configure(|cfg| sessions::configure(cfg, settings.sessions.max_message_bytes))
+        .configure(ws::configure)
         .default_service(web::to(assets::serve));
 }
 
-fn json_config() -> web::JsonConfig {
+/// JSON body extraction with a size limit (bytes) and typed JSON errors.
+pub(crate) fn json_config(limit: usize) -> web::JsonConfig {
     web::JsonConfig::default()
-        .limit(MAX_JSON_BODY)
-        .error_handler(|err, _| {
+        .limit(limit)
+        .error_handler(move |err, _| {
             use actix_web::error::JsonPayloadError as E;
             let response = match &err {
                 E::Overflow { .. } | E::OverflowKnownLength { .. } => json_error(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "payload_too_large",
-                    &format!("the request body is over {MAX_JSON_BODY} bytes"),
+                    &format!("the request body is over {limit} bytes"),
                 ),
                 E::ContentType => json_error(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -16,3 +16,5 @@ pub mod http;
 pub mod keys;
 pub mod logging;
 pub mod store;
+pub mod supervisor;
+pub mod workspace;

@@ -14,6 +14,7 @@ use crate::anthropic::{validate_api_key, KeyCheck};
 use crate::credential::{normalize_api_key, Credential, CredentialKind, SEAL_KIND};
 use crate::error::Error;
 use crate::store::{now, CredentialRecord, Validation};
+use crate::supervisor::registry::{CredentialChanged, StopUserSessions};
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/claude/auth/api-key", web::post().to(set_api_key))
@@ -126,6 +127,10 @@ async fn set_api_key(
         .run(move |s| s.put_credential(&uid, record))
         .await?;
     tracing::info!(user_id = %user_id, validation = ?stored.validation, "API key stored");
+    state.registry.do_send(CredentialChanged {
+        user_id: user_id.clone(),
+        generation: stored.generation,
+    });
     Ok(HttpResponse::Ok().json(view(&state, Some(&stored))))
 }
 
@@ -142,5 +147,11 @@ async fn disconnect(authed: Authed, state: web::Data<AppState>) -> Result<HttpRe
         .run(move |s| s.delete_credential(&user_id))
         .await?;
     tracing::info!(user_id = %authed.user.id, existed, "credential deleted");
+    let _ = state
+        .registry
+        .send(StopUserSessions {
+            user_id: authed.user.id.clone(),
+        })
+        .await;
     Ok(HttpResponse::NoContent().finish())
 }

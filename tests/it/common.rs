@@ -5,3 +5,4 @@ pub mod client;
 pub mod daemon;
 pub mod fake_cli;
 pub mod mock_api;
+pub mod ws;

@@ -7,6 +7,9 @@
 //! `make test` installs with `cd tools/claude && npm ci`). A missing CLI fails these tests rather
 //! than skipping them, so a green run always means the real CLI was exercised.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -234,10 +237,7 @@ async fn real_cli_answers_runs_a_tool_and_stops_on_interrupt() {
     assert_eq!(reqs.len(), 1);
     assert_eq!(reqs[0].api_key(), Some(KEY));
     assert_eq!(reqs[0].header("anthropic-version"), Some("2023-06-01"));
-    assert_eq!(
-        reqs[0].header("x-claude-code-session-id"),
-        Some(session_id.as_str())
-    );
+    assert_eq!(reqs[0].cli_session_id(), Some(session_id.as_str()));
     assert_eq!(reqs[0].last_user_text().as_deref(), Some("Hello there"));
     assert_eq!(reqs[0].body.as_ref().unwrap()["stream"], true);
 
@@ -346,6 +346,7 @@ async fn real_cli_resume_sends_the_earlier_turns() {
 
     let reqs = mock.messages_requests();
     assert_eq!(reqs.len(), 2);
+    assert_eq!(reqs[1].cli_session_id(), Some(session_id.as_str()));
     assert_eq!(
         reqs[1].user_texts(),
         vec!["first turn ALPHA", "ECHO second turn"]

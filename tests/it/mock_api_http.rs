@@ -2,6 +2,9 @@
 //! per-credential behaviours, the SSE stream and its markers, and request recording. The real
 //! CLI against the mock is in `mock_api_cli.rs`.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -40,7 +43,12 @@ fn messages(mock: &MockApi, credential: &str, text: &str, stream: bool) -> reqwe
 
 async fn error_type(resp: reqwest::Response) -> (u16, String) {
     let status = resp.status().as_u16();
-    let body: Value = resp.json().await.expect("error body is JSON");
+    let text = resp.text().await.unwrap();
+    assert!(
+        text.starts_with(r#"{"type":"error","#),
+        "type first, as the API: {text}"
+    );
+    let body: Value = serde_json::from_str(&text).expect("error body is JSON");
     assert_eq!(body["type"], "error", "{body}");
     assert!(body["error"]["message"].is_string(), "{body}");
     (
@@ -63,6 +71,7 @@ fn parse_sse(body: &str) -> Vec<(String, Value)> {
                 if let Some(n) = line.strip_prefix("event: ") {
                     name = n.to_owned();
                 } else if let Some(d) = line.strip_prefix("data: ") {
+                    assert!(d.starts_with(r#"{"type":""#), "type first, as the API: {d}");
                     data = serde_json::from_str(d).expect("SSE data is JSON");
                 }
             }
@@ -333,4 +342,27 @@ fn blocking_waits_work_without_a_runtime() {
         assert!(answer.contains(&format!(r#""text":"{word}""#)), "{answer}");
     }
     assert!(!answer.contains(r#""text":"w3 ""#), "{answer}");
+}
+
+#[tokio::test]
+async fn dropping_the_mock_ends_open_streams_at_once() {
+    let mock = MockApi::start();
+    let base = mock.base_url();
+    let mut resp = messages(&mock, KEY, "SLOW", true).send().await.unwrap();
+    resp.chunk().await.unwrap().expect("the stream has begun");
+    let started = std::time::Instant::now();
+    drop(mock);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "drop took {:?}",
+        started.elapsed()
+    );
+    // The stream is cut rather than finished, and nothing listens any more.
+    let rest = tokio::time::timeout(WAIT, async {
+        while let Ok(Some(_)) = resp.chunk().await {}
+    })
+    .await;
+    assert!(rest.is_ok(), "the open stream ended");
+    let err = reqwest::get(format!("{base}/v1/models")).await.unwrap_err();
+    assert!(err.is_connect(), "{err}");
 }

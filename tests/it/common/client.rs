@@ -148,4 +148,32 @@ impl Api {
         self.post("/api/claude/auth/api-key", json!({"apiKey": key}))
             .await
     }
+
+    pub async fn create_project(&self, id: &str) -> Answer {
+        self.post("/api/projects", json!({"id": id})).await
+    }
+
+    /// Creates a session on `project` (creating the project if needed); returns its id.
+    pub async fn new_session(&self, project: &str) -> String {
+        let _ = self.create_project(project).await;
+        let answer = self
+            .post("/api/sessions", json!({"project": project}))
+            .await
+            .expect(201);
+        answer.body["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn session(&self, id: &str) -> Value {
+        self.get(&format!("/api/sessions/{id}"))
+            .await
+            .expect(200)
+            .body
+    }
+
+    /// Registers, logs in and connects `key` (which the mock must accept).
+    pub async fn user_with_key(&self, username: &str, key: &str) -> Api {
+        let api = self.user(username, "correct horse battery").await;
+        api.set_api_key(key).await.expect(200);
+        api
+    }
 }

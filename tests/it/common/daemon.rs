@@ -386,3 +386,99 @@ pub fn assert_files_free_of(dir: &Path, secrets: &[&str]) {
         }
     }
 }
+
+/// The pinned Claude Code CLI (`SASHAD_TEST_CLAUDE_BIN`, else where `make test` installs it).
+/// A missing CLI fails the test rather than skipping it.
+pub fn claude_bin() -> PathBuf {
+    let bin = match std::env::var_os("SASHAD_TEST_CLAUDE_BIN") {
+        Some(bin) => PathBuf::from(bin),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/claude/node_modules/.bin/claude"),
+    };
+    assert!(
+        bin.exists(),
+        "the pinned CLI is not at {}: run `make cli`",
+        bin.display()
+    );
+    bin
+}
+
+impl TestEnv {
+    /// Children run the real pinned CLI against `mock`.
+    pub fn with_real_cli(mut self, mock: &crate::common::mock_api::MockApi) -> Self {
+        self.set("anthropic.base_url", mock.base_url());
+        self.set("claude.binary", claude_bin().to_str().unwrap().to_owned());
+        self
+    }
+
+    /// Children run the fake CLI (scripted by markers in the message text).
+    pub fn with_fake_cli(mut self, mock: &crate::common::mock_api::MockApi) -> Self {
+        self.set("anthropic.base_url", mock.base_url());
+        let bin = crate::common::fake_cli::fake_claude_bin();
+        self.set("claude.binary", bin.to_str().unwrap().to_owned());
+        self
+    }
+}
+
+/// Pids of live processes whose process group is `pgid`.
+pub fn processes_in_group(pgid: u32) -> Vec<u32> {
+    let mut pids = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the command (which may hold spaces) close with ')'.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // state ppid pgrp …; zombies are gone for our purposes once reaped by their parent.
+        if fields.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(pgid)
+            && fields.first() != Some(&"Z")
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Whether a process with this pid exists (and is not a zombie).
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// A process's environment as `NAME=value` strings.
+pub fn process_environ(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|bytes| {
+            bytes
+                .split(|b| *b == 0)
+                .filter(|s| !s.is_empty())
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A process's argv.
+pub fn process_cmdline(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|bytes| {
+            bytes
+                .split(|b| *b == 0)
+                .filter(|s| !s.is_empty())
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -39,40 +39,62 @@
 //!
 //! # What the real CLI does against this mock (Claude Code 2.1.332, measured here)
 //!
+//! Startup and environment:
 //! - Run as `claude -p --input-format stream-json --output-format stream-json --verbose` with a
 //!   clean environment (PATH, HOME, LANG, TERM, USER, the credential, `ANTHROPIC_BASE_URL`,
 //!   `DISABLE_AUTOUPDATER=1`, `DISABLE_TELEMETRY=1`, `CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1`)
 //!   and an empty HOME, it needs no onboarding, trust dialog, settings file or `.claude.json`: it
-//!   creates `~/.claude.json` and `~/.claude/` itself. It prints nothing before the first user
-//!   line arrives; the `system/init` line comes about 0.5 s after that (1 s on a loaded machine).
-//! - With those variables it sends exactly one request per model call, to this base URL:
+//!   creates `~/.claude.json` and `~/.claude/` itself, as root too.
+//! - It prints nothing until the first user line arrives, so there is no "ready" line to wait
+//!   for. The `system/init` line comes about 0.4 s after spawn when the user line is written at
+//!   once (0.1 s after the user line if the process has been idle for a while; about 1 s on a
+//!   loaded machine). Every turn starts with a fresh `system/init` line.
+//! - After stdin closes it exits within about 50 ms (0, or 1 if the last turn was interrupted or
+//!   ended in an API error). While it is backing off after an error (`api_retry`), closing stdin
+//!   does not end it: it finishes its retries first. An interrupt does end the retries at once.
+//!
+//! Requests:
+//! - With the variables above it sends exactly one request per model call, to the base URL:
 //!   `POST /v1/messages?beta=true` with `stream: true`. No `/v1/models`, no `count_tokens`, no
-//!   non-streaming title or quota call, no `/api/...` call, and no DNS lookup of any other host.
-//!   Without `CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC` it also sends `HEAD /api/hello` to the
-//!   base URL at startup and resolves `api.anthropic.com` (which fails offline without delaying
-//!   the turn).
-//! - Headers: `x-api-key` (or `Authorization: Bearer` with `CLAUDE_CODE_OAUTH_TOKEN`),
-//!   `anthropic-version: 2023-06-01`, `anthropic-beta` (a long list starting with
+//!   non-streaming title or quota call, no `/api/...` call, and no DNS lookup of any other host
+//!   (checked with strace). Without `CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC` (and
+//!   `DISABLE_TELEMETRY`) it also sends `HEAD /api/hello` to the base URL at startup and resolves
+//!   `api.anthropic.com` many times; offline that fails quietly and does not delay the turn.
+//! - Headers: `x-api-key` (or `Authorization: Bearer` with `CLAUDE_CODE_OAUTH_TOKEN`, and then no
+//!   `x-api-key`), `anthropic-version: 2023-06-01`, `anthropic-beta` (a long list starting with
 //!   `claude-code-20250219`; an OAuth token adds `oauth-2025-04-20` and
 //!   `extended-cache-ttl-2025-04-11`), `x-app: cli`, `user-agent: claude-cli/2.1.332 (external,
-//!   sdk-cli)`, `x-claude-code-session-id` (the stream-json `session_id`),
-//!   `anthropic-dangerous-direct-browser-access: true` and the `x-stainless-*` family.
+//!   sdk-cli)`, `x-claude-code-session-id` (equal to the stream-json `session_id`),
+//!   `anthropic-dangerous-direct-browser-access: true`, and `x-stainless-*` (`-timeout: 600`;
+//!   `-retry-count` stays 0 even on retries, which the CLI runs itself).
 //! - Body: `model` (`claude-opus-5-5` by default with an API key, `claude-sonnet-5-5` with an
 //!   OAuth token), `max_tokens: 128000`, `stream: true`, `system`, `tools`, `metadata`,
-//!   `thinking`, `context_management`, `output_config`. `messages` holds a `user` message whose
-//!   content is a `<system-reminder>` text block followed by the user's text, and then a message
-//!   with role `system` (the environment description). So "the last message" is not the user's:
-//!   markers are read from the last message whose role is `user`.
-//! - An OAuth token (`CLAUDE_CODE_OAUTH_TOKEN`) calls no profile, roles or token endpoint; it
-//!   only changes the headers above and adds a `rate_limit_event` line to stdout.
+//!   `thinking`, `context_management`, `output_config`; about 50 KB. `messages` holds a `user`
+//!   message whose content is a `<system-reminder>` text block followed by the user's text, and
+//!   then a message with role `system` (the environment description). So the last message is not
+//!   the user's: markers are read from the last message whose role is `user`, and the `ECHO`
+//!   count includes the `system` message.
+//! - An OAuth token calls no profile, roles or token endpoint; it changes only the headers and
+//!   the default model, and adds a `rate_limit_event` line to stdout after each answer.
 //! - A tool turn is two requests: the second one's last `user` message holds the `tool_result`.
+//! - `ping` events are not relayed as `stream_event` lines.
 //! - An interrupt closes the HTTP connection in the middle of the SSE stream; the mock records
 //!   that as [`StreamEnd::ClientGone`].
 //! - `--resume=<id>` in a new process keeps the same `session_id`, and its first request carries
 //!   the earlier turns (user, assistant, …) before the new user message.
-//! - A 401 from `/v1/messages` does not end the process: stdout gets `system/api_retry` lines
-//!   (`error_status: 401`, `error: "authentication_failed"`) with growing delays, and the mock
-//!   sees the same request again each time.
+//!
+//! Errors from `/v1/messages` (the process never exits on its own; stdout tells):
+//! - 401 with an API key: `system/api_retry` lines (`error_status: 401`, `error:
+//!   "authentication_failed"`, `max_retries: 10`) with delays doubling from about 0.6 s, each a
+//!   new request to the mock; minutes in all.
+//! - 401 with an OAuth token: two `api_retry` lines, then a synthetic `assistant` message
+//!   (`model: "<synthetic>"`, `error: "authentication_failed"`, text `Not logged in · Please run
+//!   /login`) and a `result` with `subtype: "success"`, `is_error: true`, `api_error_status: 401`.
+//! - 403: no retry; at once a synthetic message `Failed to authenticate. API Error: 403 …`
+//!   (`error: "authentication_failed"`) and an `is_error` result with `api_error_status: 403`.
+//! - 429 (`error: "rate_limit"`, honouring `retry-after`) and 500 (`error: "server_error"`):
+//!   `api_retry` like a 401 with a key. 529 (`error: "overloaded"`): two retries, then a
+//!   synthetic `Repeated 529 Overloaded errors …` message and an `is_error` result.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -127,15 +149,14 @@ pub const MODELS: &[(&str, &str, &str)] = &[
 /// How the mock answers one credential on one endpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Behavior {
-    /// Answer normally.
+    /// Answer normally; on `/v1/models`, accept the key even if it does not look like one.
     Ok,
     /// Answer with this status and the Anthropic error body for it: 400
     /// `invalid_request_error`, 401 `authentication_error`, 403 `permission_error`, 404
     /// `not_found_error`, 413 `request_too_large`, 429 `rate_limit_error` (with `retry-after`),
     /// 500 `api_error`, 529 `overloaded_error`.
     Status(u16),
-    /// Wait this long, then answer normally: long enough, and a client's timeout fires first.
-    /// The wait ends early if the client goes away.
+    /// Wait this long before answering as usual, so that a client's timeout fires first.
     Hang(Duration),
 }
 
@@ -194,6 +215,12 @@ impl RecordedRequest {
     /// Whichever credential the request carries: the API key, else the bearer token.
     pub fn credential(&self) -> Option<&str> {
         self.api_key().or_else(|| self.bearer_token())
+    }
+
+    /// The CLI's `x-claude-code-session-id` header: the stream-json `session_id` of the process
+    /// that sent the request, so a test with several sessions can tell their requests apart.
+    pub fn cli_session_id(&self) -> Option<&str> {
+        self.header("x-claude-code-session-id")
     }
 
     /// Whether this is a `POST /v1/messages` (the model calls; not `count_tokens`).
@@ -668,11 +695,10 @@ fn api_error(status: u16, message: &str) -> HttpResponse {
     if status == StatusCode::TOO_MANY_REQUESTS {
         resp.insert_header((header::RETRY_AFTER, "1"));
     }
-    resp.json(json!({
-        "type": "error",
-        "error": {"type": kind, "message": message},
-        "request_id": id,
-    }))
+    resp.json(wire::ErrorBody {
+        error: wire::ErrorDetail { kind, message },
+        request_id: &id,
+    })
 }
 
 /// Checks `anthropic-version` and `x-api-key` the way `/v1/models` does, and applies the key's
@@ -705,8 +731,14 @@ async fn models_gate(req: &HttpRequest, state: &State) -> Option<HttpResponse> {
     }
 }
 
-fn model_json(id: &str, display_name: &str, created_at: &str) -> Value {
-    json!({"type": "model", "id": id, "display_name": display_name, "created_at": created_at})
+fn model(
+    &(id, display_name, created_at): &'static (&'static str, &'static str, &'static str),
+) -> wire::Model {
+    wire::Model {
+        id,
+        display_name,
+        created_at,
+    }
 }
 
 async fn list_models(req: HttpRequest, body: web::Bytes, state: Data) -> HttpResponse {
@@ -714,18 +746,14 @@ async fn list_models(req: HttpRequest, body: web::Bytes, state: Data) -> HttpRes
     if let Some(resp) = models_gate(&req, &state).await {
         return state.answered(seq, resp);
     }
-    let data: Vec<Value> = MODELS
-        .iter()
-        .map(|(id, name, at)| model_json(id, name, at))
-        .collect();
     let resp = HttpResponse::Ok()
         .insert_header(("request-id", request_id()))
-        .json(json!({
-            "data": data,
-            "has_more": false,
-            "first_id": MODELS.first().map(|m| m.0),
-            "last_id": MODELS.last().map(|m| m.0),
-        }));
+        .json(wire::ModelList {
+            data: MODELS.iter().map(model).collect(),
+            has_more: false,
+            first_id: MODELS.first().map(|m| m.0),
+            last_id: MODELS.last().map(|m| m.0),
+        });
     state.answered(seq, resp)
 }
 
@@ -740,7 +768,7 @@ async fn get_model(
         return state.answered(seq, resp);
     }
     let resp = match MODELS.iter().find(|m| m.0 == path.as_str()) {
-        Some((id, name, at)) => HttpResponse::Ok().json(model_json(id, name, at)),
+        Some(m) => HttpResponse::Ok().json(model(m)),
         None => api_error(404, &format!("model: {}", path.as_str())),
     };
     state.answered(seq, resp)
@@ -975,7 +1003,8 @@ async fn messages(req: HttpRequest, body: web::Bytes, state: Data) -> HttpRespon
     } else {
         let resp = HttpResponse::Ok()
             .insert_header(("request-id", request_id()))
-            .json(full_message(&message_id, &model, &reply));
+            .content_type("application/json")
+            .body(full_message(&message_id, &model, &reply));
         state.answered(seq, resp)
     }
 }
@@ -1005,107 +1034,274 @@ impl Drop for StreamGuard {
     }
 }
 
-fn sse(event: &Value) -> Bytes {
-    let name = event.get("type").and_then(Value::as_str).unwrap_or("event");
-    Bytes::from(format!("event: {name}\ndata: {event}\n\n"))
+fn sse(event: &wire::Event<'_>) -> Bytes {
+    let data = serde_json::to_string(event).unwrap_or_default();
+    Bytes::from(format!("event: {}\ndata: {data}\n\n", event.name()))
 }
 
-fn usage_start() -> Value {
-    json!({
-        "input_tokens": 10,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
-        "output_tokens": 1,
-        "service_tier": "standard",
-    })
+fn new_tool_id() -> String {
+    format!(
+        "toolu_mock{:012x}",
+        rand::random::<u64>() & 0xffff_ffff_ffff
+    )
 }
 
 /// The SSE events of one reply, each with the pause before it.
 fn sse_events(id: &str, model: &str, reply: &Reply) -> Vec<(Duration, Bytes)> {
-    let now = |v: Value| (Duration::ZERO, sse(&v));
+    use wire::{Block, Delta, Event};
+    let now = |event: Event<'_>| (Duration::ZERO, sse(&event));
     let mut events = vec![
-        now(json!({
-            "type": "message_start",
-            "message": {
-                "id": id, "type": "message", "role": "assistant", "model": model,
-                "content": [], "stop_reason": null, "stop_sequence": null, "usage": usage_start(),
-            },
-        })),
+        now(Event::MessageStart {
+            message: wire::Message::new(id, model, Vec::new(), None, 1),
+        }),
         // The real API sends a ping early in every stream.
-        now(json!({"type": "ping"})),
+        now(Event::Ping),
     ];
     let (stop_reason, output_tokens) = match reply {
         Reply::Text { deltas, pace } => {
-            events.push(now(json!({
-                "type": "content_block_start", "index": 0,
-                "content_block": {"type": "text", "text": ""},
-            })));
-            for delta in deltas {
-                let event = json!({
-                    "type": "content_block_delta", "index": 0,
-                    "delta": {"type": "text_delta", "text": delta},
-                });
+            events.push(now(Event::ContentBlockStart {
+                index: 0,
+                content_block: Block::Text { text: "" },
+            }));
+            for text in deltas {
+                let event = Event::ContentBlockDelta {
+                    index: 0,
+                    delta: Delta::TextDelta { text },
+                };
                 events.push((*pace, sse(&event)));
             }
             ("end_turn", deltas.len())
         }
         Reply::ToolUse { name, input } => {
-            let tool_id = format!(
-                "toolu_mock{:012x}",
-                rand::random::<u64>() & 0xffff_ffff_ffff
-            );
-            events.push(now(json!({
-                "type": "content_block_start", "index": 0,
-                "content_block": {"type": "tool_use", "id": tool_id, "name": name, "input": {}},
-            })));
+            let tool_id = new_tool_id();
+            let empty = json!({});
+            events.push(now(Event::ContentBlockStart {
+                index: 0,
+                content_block: Block::ToolUse {
+                    id: &tool_id,
+                    name,
+                    input: &empty,
+                },
+            }));
             // Split in two, as the real API does, so clients must join partial JSON.
             let input = input.to_string();
-            let cut = input.len() / 2;
-            let cut = (0..=cut)
+            let cut = (0..=input.len() / 2)
                 .rev()
                 .find(|&i| input.is_char_boundary(i))
                 .unwrap_or(0);
-            for part in [&input[..cut], &input[cut..]] {
-                events.push(now(json!({
-                    "type": "content_block_delta", "index": 0,
-                    "delta": {"type": "input_json_delta", "partial_json": part},
-                })));
+            for partial_json in [&input[..cut], &input[cut..]] {
+                events.push(now(Event::ContentBlockDelta {
+                    index: 0,
+                    delta: Delta::InputJsonDelta { partial_json },
+                }));
             }
             ("tool_use", 2)
         }
     };
-    events.push(now(json!({"type": "content_block_stop", "index": 0})));
-    events.push(now(json!({
-        "type": "message_delta",
-        "delta": {"stop_reason": stop_reason, "stop_sequence": null},
-        "usage": {"output_tokens": output_tokens},
-    })));
-    events.push(now(json!({"type": "message_stop"})));
+    events.push(now(Event::ContentBlockStop { index: 0 }));
+    events.push(now(Event::MessageDelta {
+        delta: wire::StopDelta {
+            stop_reason: Some(stop_reason),
+            stop_sequence: None,
+        },
+        usage: wire::OutputUsage { output_tokens },
+    }));
+    events.push(now(Event::MessageStop));
     events
 }
 
 /// The non-streaming answer: the whole message as one JSON object.
-fn full_message(id: &str, model: &str, reply: &Reply) -> Value {
-    let (content, stop_reason) = match reply {
-        Reply::Text { deltas, .. } => (
-            json!([{"type": "text", "text": deltas.concat()}]),
-            "end_turn",
-        ),
-        Reply::ToolUse { name, input } => {
-            let tool_id = format!(
-                "toolu_mock{:012x}",
-                rand::random::<u64>() & 0xffff_ffff_ffff
-            );
+fn full_message(id: &str, model: &str, reply: &Reply) -> String {
+    let text;
+    let tool_id;
+    let (content, stop_reason, tokens) = match reply {
+        Reply::Text { deltas, .. } => {
+            text = deltas.concat();
             (
-                json!([{"type": "tool_use", "id": tool_id, "name": name, "input": input}]),
-                "tool_use",
+                vec![wire::Block::Text { text: &text }],
+                "end_turn",
+                deltas.len(),
             )
         }
+        Reply::ToolUse { name, input } => {
+            tool_id = new_tool_id();
+            let block = wire::Block::ToolUse {
+                id: &tool_id,
+                name,
+                input,
+            };
+            (vec![block], "tool_use", 2)
+        }
     };
-    json!({
-        "id": id, "type": "message", "role": "assistant", "model": model,
-        "content": content, "stop_reason": stop_reason, "stop_sequence": null,
-        "usage": {"input_tokens": 10, "cache_creation_input_tokens": 0,
-                  "cache_read_input_tokens": 0, "output_tokens": 4},
-    })
+    let message = wire::Message::new(id, model, content, Some(stop_reason), tokens);
+    serde_json::to_string(&message).unwrap_or_default()
+}
+
+/// The API's JSON shapes, as typed structs: serde writes struct fields and internal tags in
+/// declaration order, so `type` comes first as in the real API. (`serde_json::Value` would sort
+/// the keys, and the CLI copies the order into the stream-json lines it prints.)
+mod wire {
+    use serde::Serialize;
+    use serde_json::Value;
+
+    /// One SSE event of a streamed message.
+    #[derive(Serialize)]
+    #[serde(tag = "type", rename_all = "snake_case")]
+    pub enum Event<'a> {
+        MessageStart {
+            message: Message<'a>,
+        },
+        Ping,
+        ContentBlockStart {
+            index: usize,
+            content_block: Block<'a>,
+        },
+        ContentBlockDelta {
+            index: usize,
+            delta: Delta<'a>,
+        },
+        ContentBlockStop {
+            index: usize,
+        },
+        MessageDelta {
+            delta: StopDelta<'a>,
+            usage: OutputUsage,
+        },
+        MessageStop,
+    }
+
+    impl Event<'_> {
+        /// The SSE `event:` name, which the API sets to the data's `type`.
+        pub fn name(&self) -> &'static str {
+            match self {
+                Event::MessageStart { .. } => "message_start",
+                Event::Ping => "ping",
+                Event::ContentBlockStart { .. } => "content_block_start",
+                Event::ContentBlockDelta { .. } => "content_block_delta",
+                Event::ContentBlockStop { .. } => "content_block_stop",
+                Event::MessageDelta { .. } => "message_delta",
+                Event::MessageStop => "message_stop",
+            }
+        }
+    }
+
+    /// A message, in `message_start` (empty) or as a non-streaming answer (whole).
+    #[derive(Serialize)]
+    pub struct Message<'a> {
+        id: &'a str,
+        #[serde(rename = "type")]
+        kind: &'static str,
+        role: &'static str,
+        model: &'a str,
+        content: Vec<Block<'a>>,
+        stop_reason: Option<&'a str>,
+        stop_sequence: Option<&'a str>,
+        usage: Usage,
+    }
+
+    impl<'a> Message<'a> {
+        pub fn new(
+            id: &'a str,
+            model: &'a str,
+            content: Vec<Block<'a>>,
+            stop_reason: Option<&'a str>,
+            output_tokens: usize,
+        ) -> Self {
+            Message {
+                id,
+                kind: "message",
+                role: "assistant",
+                model,
+                content,
+                stop_reason,
+                stop_sequence: None,
+                usage: Usage {
+                    input_tokens: 10,
+                    cache_creation_input_tokens: 0,
+                    cache_read_input_tokens: 0,
+                    output_tokens,
+                    service_tier: "standard",
+                },
+            }
+        }
+    }
+
+    /// Token counts; made up, but shaped like the API's.
+    #[derive(Serialize)]
+    pub struct Usage {
+        input_tokens: usize,
+        cache_creation_input_tokens: usize,
+        cache_read_input_tokens: usize,
+        output_tokens: usize,
+        service_tier: &'static str,
+    }
+
+    /// A content block.
+    #[derive(Serialize)]
+    #[serde(tag = "type", rename_all = "snake_case")]
+    pub enum Block<'a> {
+        Text {
+            text: &'a str,
+        },
+        ToolUse {
+            id: &'a str,
+            name: &'a str,
+            input: &'a Value,
+        },
+    }
+
+    /// The `delta` of a `content_block_delta`.
+    #[derive(Serialize)]
+    #[serde(tag = "type", rename_all = "snake_case")]
+    pub enum Delta<'a> {
+        TextDelta { text: &'a str },
+        InputJsonDelta { partial_json: &'a str },
+    }
+
+    /// The `delta` of a `message_delta`.
+    #[derive(Serialize)]
+    pub struct StopDelta<'a> {
+        pub stop_reason: Option<&'a str>,
+        pub stop_sequence: Option<&'a str>,
+    }
+
+    /// The `usage` of a `message_delta`.
+    #[derive(Serialize)]
+    pub struct OutputUsage {
+        pub output_tokens: usize,
+    }
+
+    /// `{"type":"error","error":{"type":..,"message":..},"request_id":..}`
+    #[derive(Serialize)]
+    #[serde(tag = "type", rename = "error")]
+    pub struct ErrorBody<'a> {
+        pub error: ErrorDetail<'a>,
+        pub request_id: &'a str,
+    }
+
+    /// The inner `error` of an [`ErrorBody`].
+    #[derive(Serialize)]
+    pub struct ErrorDetail<'a> {
+        #[serde(rename = "type")]
+        pub kind: &'a str,
+        pub message: &'a str,
+    }
+
+    /// One entry of `GET /v1/models`.
+    #[derive(Serialize)]
+    #[serde(tag = "type", rename = "model")]
+    pub struct Model {
+        pub id: &'static str,
+        pub display_name: &'static str,
+        pub created_at: &'static str,
+    }
+
+    /// The answer of `GET /v1/models` (one page holds them all).
+    #[derive(Serialize)]
+    pub struct ModelList {
+        pub data: Vec<Model>,
+        pub has_more: bool,
+        pub first_id: Option<&'static str>,
+        pub last_id: Option<&'static str>,
+    }
 }
