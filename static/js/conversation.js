@@ -300,7 +300,7 @@ export class Conversation {
     if (typeof event.duration_ms === 'number') parts.push(formatDuration(event.duration_ms));
     if (typeof event.total_cost_usd === 'number') parts.push(`cost ${formatCost(event.total_cost_usd)}`);
     const line = h('div', {
-      class: `turn-result ${ok ? 'turn-ok' : 'turn-error'}`,
+      class: `turn-result ${ok ? 'turn-ok' : interrupted ? 'turn-stopped' : 'turn-error'}`,
       dataset: { seq },
       title: 'Cost is the total Claude Code reports for this session process.',
     }, parts.join(' · '));

@@ -33,7 +33,7 @@ export const STATE_LABELS = {
  * @returns {string}
  */
 export function sessionTitle(session) {
-  return `Session ${String(session.id).slice(0, 8)}`;
+  return `Session ${String(session.id).slice(0, 8).replace(/[^A-Za-z0-9]+$/, '')}`;
 }
 
 /** The view of one session. */
