@@ -313,20 +313,6 @@ export async function setup(t, options = {}) {
   return { mock, daemon, context, page };
 }
 
-/**
- * Whether the daemon serves the sessions API yet (issue 3). Chat tests skip, saying why, until
- * it does.
- *
- * @param {string} base
- * @returns {Promise<boolean>}
- */
-export async function hasSessionsApi(base) {
-  const res = await fetch(`${base}/api/projects`);
-  if (res.status !== 404) return true;
-  const body = await res.json().catch(() => ({}));
-  return body.error !== 'not_found';
-}
-
 function mustExist(file, what) {
   if (!fs.existsSync(file)) throw new Error(`missing ${what}: ${file}`);
 }

@@ -2,20 +2,15 @@
  * @file Chatting, in a real browser against the real daemon, the real Claude Code CLI and the
  * mock API: streaming, history across reloads and tabs, Stop, reconnecting, and a credential
  * Claude rejects.
- *
- * These need the sessions REST API and the WebSocket (issue 3). On a daemon without them each
- * test skips with a message that says so, instead of failing on a missing route.
  */
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { GOOD_KEY, REJECT_MESSAGES_KEY, hasSessionsApi, screenshot, setup } from '../lib/harness.js';
+import { GOOD_KEY, REJECT_MESSAGES_KEY, screenshot, setup } from '../lib/harness.js';
 import {
   assistantTexts, connectApiKey, openNewSession, register, sendMessage, userMessages, waitForTurns,
 } from '../lib/ui.js';
-
-const WAITING = 'waiting on the backend: this daemon has no sessions API or WebSocket yet (issue 3)';
 
 /** The mock's default reply (`tests/it/common/mock_api.rs`, `DEFAULT_REPLY`). */
 const MOCK_REPLY = 'Hello from the mock.';
@@ -23,14 +18,10 @@ const MOCK_REPLY = 'Hello from the mock.';
 /**
  * A logged-in user with a connected key and an open session.
  *
- * @returns {Promise<object|null>} null when the test was skipped
+ * @returns {Promise<object>}
  */
-async function chatReady(t, { key = GOOD_KEY, name = 'alice' } = {}) {
-  const env = await setup(t);
-  if (!(await hasSessionsApi(env.daemon.url))) {
-    t.skip(WAITING);
-    return null;
-  }
+async function chatReady(t, { key = GOOD_KEY, name = 'alice', config } = {}) {
+  const env = await setup(t, { config });
   await register(env.page, env.daemon.url, name);
   await connectApiKey(env.page, key);
   const sessionId = await openNewSession(env.page, `${name}-project`);
@@ -51,7 +42,6 @@ async function recordDrafts(page) {
 
 test('a prompt streams the reply in, settles it, and shows the cost', async (t) => {
   const env = await chatReady(t);
-  if (!env) return;
   const { page } = env;
   await recordDrafts(page);
   await sendMessage(page, 'Hello there, **Claude**');
@@ -68,9 +58,25 @@ test('a prompt streams the reply in, settles it, and shows the cost', async (t) 
   await screenshot(page, 'chat');
 });
 
+test('a tool call folds open with its input and result', async (t) => {
+  const { page } = await chatReady(t, { config: { claude: { extra_args: ['--allowedTools', 'Bash'] } } });
+  await sendMessage(page, 'Hello! Can you show me a **tool**?');
+  await waitForTurns(page, 1);
+  await sendMessage(page, 'TOOL:echo hello from bash');
+  await waitForTurns(page, 2);
+  const tool = page.locator('details.block-tool');
+  await tool.locator('summary', { hasText: 'Bash' }).getByText('echo hello from bash').waitFor();
+  assert.equal(await tool.locator('.tool-status').textContent(), 'done');
+  await tool.locator('summary').click();
+  assert.equal((await tool.locator('.tool-result pre').textContent()).trim(), 'hello from bash');
+  assert.deepEqual(await assistantTexts(page), [MOCK_REPLY, 'TOOL-RESULT: hello from bash']);
+  await page.getByRole('textbox', { name: 'Message to Claude' }).focus();
+  await page.locator('.transcript').evaluate((el) => { el.scrollTop = el.scrollHeight; });
+  await screenshot(page, 'chat-tool');
+});
+
 test('reloading shows the history, and a second tab sees messages sent from the first', async (t) => {
   const env = await chatReady(t);
-  if (!env) return;
   const { page, context } = env;
   await sendMessage(page, 'first message');
   await waitForTurns(page, 1);
@@ -97,7 +103,6 @@ test('reloading shows the history, and a second tab sees messages sent from the 
 
 test('Stop during a slow reply ends the turn and the composer works again', async (t) => {
   const env = await chatReady(t);
-  if (!env) return;
   const { page } = env;
   await sendMessage(page, 'please be SLOW');
   // Words stream in, one every 300 ms.
@@ -122,7 +127,6 @@ test('Stop during a slow reply ends the turn and the composer works again', asyn
 
 test('a dropped socket shows the banner, reconnects, and shows later messages once', async (t) => {
   const env = await chatReady(t);
-  if (!env) return;
   const { page, context } = env;
   await sendMessage(page, 'before the drop');
   await waitForTurns(page, 1);
@@ -154,7 +158,6 @@ test('a dropped socket shows the banner, reconnects, and shows later messages on
 
 test('a credential Claude rejects raises a banner that links to Connect Claude', async (t) => {
   const env = await chatReady(t, { key: REJECT_MESSAGES_KEY, name: 'mallory' });
-  if (!env) return;
   const { page } = env;
   await sendMessage(page, 'Hello?');
   const banner = page.locator('[data-banner="credentials"]');
