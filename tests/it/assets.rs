@@ -71,7 +71,9 @@ async fn client_routes_get_the_page_and_api_paths_get_json_404s() {
         "/api",
         "/api/nope",
         "/api/sessions-ish",
-        "/ws/sessions/x",
+        "/ws",
+        "/ws/nope",
+        "/ws/sessions/x/more",
         "/app.jss",
     ] {
         api.get(path).await.expect_error(404, "not_found");
