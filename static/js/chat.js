@@ -109,14 +109,17 @@ export async function renderChat(main, { navigate, sessionId }) {
 
   function sessionItem(s) {
     const current = s.id === sessionId;
-    const del = h('button', { type: 'button', class: 'small danger-text', text: 'Delete', 'aria-label': `Delete ${sessionTitle(s)}` });
+    const label = `Delete ${sessionTitle(s)}`;
+    const del = h('button', { type: 'button', class: 'small danger-text', text: 'Delete', 'aria-label': label });
     let armed = null;
     del.addEventListener('click', async () => {
       if (!armed) {
         del.textContent = 'Confirm delete';
+        del.setAttribute('aria-label', `Confirm: ${label.toLowerCase()}`);
         armed = setTimeout(() => {
           armed = null;
           del.textContent = 'Delete';
+          del.setAttribute('aria-label', label);
         }, CONFIRM_MS);
         return;
       }

@@ -80,7 +80,10 @@ export class Conversation {
           h('div', { class: 'msg-body', text: contentText(frame.content) })));
         break;
       case 'state':
-        if (frame.state === 'exited' || frame.state === 'failed') this.exitNote(frame);
+        // A `failed` state follows the `error` that says why; it adds a note only with details.
+        if (frame.state === 'exited' || (frame.state === 'failed' && (frame.code !== undefined || frame.stderrTail))) {
+          this.exitNote(frame);
+        }
         this.hooks.onState?.(frame.state, frame);
         break;
       case 'error':

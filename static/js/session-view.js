@@ -50,6 +50,8 @@ export class SessionView {
     this.state = session.state ?? 'stopped';
     this.pending = false;
     this.stopping = false;
+    /** The session was deleted (here or elsewhere): nothing more can be sent. */
+    this.gone = false;
 
     this.stateBadge = h('span', { class: 'badge state-badge', 'data-session-state': '' });
     this.statusLine = h('p', { class: 'status-line', role: 'status', 'aria-live': 'polite' });
@@ -143,9 +145,9 @@ export class SessionView {
     this.stateBadge.textContent = label;
     this.stateBadge.dataset.state = this.state;
     const busy = this.isBusy();
-    this.send.disabled = busy || this.gone === true;
-    this.stop.disabled = !BUSY_STATES.has(this.state) || this.stopping || this.gone === true;
-    this.input.disabled = this.gone === true;
+    this.send.disabled = busy || this.gone;
+    this.stop.disabled = !BUSY_STATES.has(this.state) || this.stopping || this.gone;
+    this.input.disabled = this.gone;
     this.el?.classList.toggle('is-busy', busy);
   }
 

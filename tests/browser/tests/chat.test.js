@@ -166,3 +166,39 @@ test('a credential Claude rejects raises a banner that links to Connect Claude',
   await banner.getByRole('link', { name: 'Connect Claude' }).click();
   await page.getByRole('heading', { name: 'Connect Claude' }).waitFor();
 });
+
+test('a CLI that cannot start and the session limit give their messages; delete frees a slot', async (t) => {
+  const env = await chatReady(t, {
+    name: 'oscar',
+    config: { claude: { binary: '/nonexistent/claude' }, limits: { sessions_per_user: 1 } },
+  });
+  const { page } = env;
+  // The server answers the send once the child has started, or with why it could not.
+  const box = page.getByRole('textbox', { name: 'Message to Claude' });
+  await box.fill('Hello?');
+  await box.press('Enter');
+  await page.locator('.composer [role="alert"] code', { hasText: 'spawn_failed' }).waitFor();
+  assert.equal(await box.inputValue(), 'Hello?', 'a refused message stays in the box');
+  await page.locator('.note-error[data-error="spawn_failed"]', { hasText: '/nonexistent/claude' }).waitFor();
+  await page.locator('[data-session-state][data-state="failed"]').waitFor();
+
+  // One session is the most this user may have: the server's message shows.
+  await page.getByRole('button', { name: 'New session' }).click();
+  const error = page.locator('.sidebar [role="alert"]');
+  await error.locator('code', { hasText: 'session_limit' }).waitFor();
+  assert.match(await error.textContent(), /delete one first/);
+  await screenshot(page, 'chat-limits');
+
+  // Delete asks for a second press, then frees the slot.
+  const item = page.locator(`.session-item[data-session-id="${env.sessionId}"]`);
+  await item.getByRole('button', { name: /^Delete/ }).click();
+  const [response] = await Promise.all([
+    page.waitForResponse((r) => r.request().method() === 'DELETE'),
+    item.getByRole('button', { name: /^Confirm: delete/ }).click(),
+  ]);
+  assert.equal(response.status(), 204);
+  await page.waitForURL((url) => url.pathname === '/');
+  await page.getByText('No sessions in this project yet.').waitFor();
+  await page.getByRole('button', { name: 'New session' }).click();
+  await page.waitForURL(/\/s\/[^/]+$/);
+});
