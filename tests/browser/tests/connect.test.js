@@ -101,6 +101,22 @@ test('at phone width every screen fits and stays usable', async (t) => {
   const overflowChat = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflowChat <= 0, `the chat scrolls sideways by ${overflowChat}px`);
   await screenshot(page, 'phone-chat');
+
+  // With a session open, the sidebar folds behind a button and the conversation gets the screen.
+  await page.getByLabel('New project').fill('phone');
+  await page.getByRole('button', { name: 'Create', exact: true }).click();
+  await page.getByRole('button', { name: 'New session' }).click();
+  await page.waitForURL(/\/s\/[^/]+$/);
+  await page.getByRole('textbox', { name: 'Message to Claude' }).waitFor();
+  const toggle = page.getByRole('button', { name: 'Projects and sessions' });
+  assert.equal(await toggle.getAttribute('aria-expanded'), 'false');
+  assert.equal(await page.getByRole('heading', { name: 'Projects' }).isVisible(), false);
+  const overflowSession = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflowSession <= 0, `the session scrolls sideways by ${overflowSession}px`);
+  await screenshot(page, 'phone-session');
+  await toggle.click();
+  await page.getByRole('heading', { name: 'Projects' }).waitFor();
+  assert.equal(await toggle.getAttribute('aria-expanded'), 'true');
 });
 
 test('unknown API paths answer JSON 404s while page routes serve the page', async (t) => {
