@@ -11,7 +11,7 @@ CLI_DIR := tools/claude
 CLI     := $(CLI_DIR)/node_modules/.bin/claude
 CARGO   ?= cargo
 
-.PHONY: run test cli build lint unit-and-integration clean-cli browser-test chromium demo
+.PHONY: run test cli build lint unit-and-integration bench clean-cli browser-test chromium demo
 
 BROWSER_DIR := tests/browser
 CHROMIUM    ?= /usr/bin/chromium
@@ -64,6 +64,13 @@ chromium:
 demo: cli
 	$(CARGO) build --release --locked --bin sashad --example mock_anthropic
 	./tools/demo.sh
+
+# Benchmarks (figures go in BENCHMARKS.md): the hot path piece by piece, then the load harness
+# (the release daemon with the fake CLI flooding its sockets).
+bench:
+	$(CARGO) build --release --locked --example fake_claude
+	$(CARGO) bench --locked --bench hot_path
+	$(CARGO) bench --locked --bench load
 
 clean-cli:
 	rm -rf $(CLI_DIR)/node_modules

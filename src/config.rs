@@ -260,9 +260,10 @@ pub struct SessionSettings {
     pub max_line_bytes: usize,
     /// Bytes of the child's stderr kept for `exited` events. Default 64 KiB.
     pub stderr_tail_bytes: usize,
-    /// Events kept per session for replay. Default 10000.
+    /// Events kept per session for replay. Default 5000.
     pub replay_events: usize,
-    /// Bytes of events kept per session for replay. Default 32 MiB.
+    /// Bytes of events kept per session for replay. Default 8 MiB. Total replay memory is at
+    /// most this times the number of sessions.
     pub replay_bytes: usize,
 }
 
@@ -278,8 +279,8 @@ impl Default for SessionSettings {
             max_message_bytes: 4 << 20,
             max_line_bytes: 64 << 20,
             stderr_tail_bytes: 64 << 10,
-            replay_events: 10_000,
-            replay_bytes: 32 << 20,
+            replay_events: 5_000,
+            replay_bytes: 8 << 20,
         }
     }
 }

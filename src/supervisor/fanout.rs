@@ -57,6 +57,15 @@ impl SubscriberRx {
         Some(frame)
     }
 
+    /// The next frame if one is queued, without waiting.
+    pub fn try_recv(&mut self) -> Option<ByteString> {
+        let frame = self.rx.try_recv().ok()?;
+        self.shared
+            .queued_bytes
+            .fetch_sub(frame.len(), Ordering::Relaxed);
+        Some(frame)
+    }
+
     /// A handle that tells when the session dropped this subscriber for being too slow,
     /// usable while [`Self::recv`] is pending.
     pub fn overflow(&self) -> Overflow {

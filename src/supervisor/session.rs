@@ -384,7 +384,12 @@ impl Session {
                 self.record.claude_session_id = Some(session_id);
                 self.persist(ctx);
             }
-            Classified::TurnEnded(_) => {
+            Classified::TurnEnded(result) => {
+                // Some rejections never show as `api_retry`: an OAuth token's 401 ends the turn
+                // with a synthetic answer and `api_error_status` (measured on 2.1.332).
+                if result.is_error && result.api_error_status == Some(401) {
+                    self.on_auth_failure(false);
+                }
                 self.turn = None;
                 self.record.last_active = now();
                 if self.state == SessionState::Busy {
@@ -399,25 +404,28 @@ impl Session {
                     self.pump(ctx);
                 }
             }
-            Classified::AuthFailure { .. } => self.on_auth_failure(),
+            Classified::AuthFailure { .. } => self.on_auth_failure(true),
             _ => {}
         }
     }
 
     /// The CLI said the API rejected the credential (`system/api_retry` with 401). It would
     /// retry for minutes; tell the user now, stop the turn, and mark the credential.
-    fn on_auth_failure(&mut self) {
+    /// `interrupt`: the turn is still running (the CLI is retrying) and must be stopped.
+    fn on_auth_failure(&mut self, interrupt: bool) {
         let Some(turn) = &mut self.turn else { return };
         if turn.auth_failed {
             return;
         }
         turn.auth_failed = true;
-        tracing::info!(session_id = %self.record.id, "credential rejected by the API; interrupting the turn");
+        tracing::info!(session_id = %self.record.id, "credential rejected by the API");
         self.emit_error(
             "credentials_rejected",
             "Anthropic rejected your Claude credential (401); connect a valid one to continue",
         );
-        self.write_interrupt();
+        if interrupt {
+            self.write_interrupt();
+        }
         self.credential_stale = true;
         self.registry.do_send(MarkNeedsReauth {
             user_id: self.record.owner.clone(),
