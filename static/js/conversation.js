@@ -34,7 +34,7 @@ export const BUSY_STATES = new Set(['starting', 'busy', 'stopping']);
  * @property {(state: string, frame: object) => void} [onState]  A `state` frame.
  * @property {(frame: object) => void} [onError]  An `error` frame.
  * @property {(text: string|null) => void} [onStatus]  A passing status line, or null to clear it.
- * @property {(event: object) => void} [onTurnEnd]  A `result` line.
+ * @property {(event: object, seq: number) => void} [onTurnEnd]  A `result` line, and its frame's seq.
  */
 
 /** Draws one session's frames into a container. */
@@ -311,7 +311,7 @@ export class Conversation {
       line.append(h('div', { class: 'turn-error-text', text: event.result }));
     }
     this.add(line);
-    this.hooks.onTurnEnd?.(event);
+    this.hooks.onTurnEnd?.(event, seq);
   }
 
   exitNote(frame) {

@@ -48,7 +48,16 @@ export class SessionView {
     this.session = session;
     this.hooks = hooks;
     this.state = session.state ?? 'stopped';
-    this.pending = false;
+    /** A send is in flight (the server answers once the message is taken, or refused). */
+    this.sending = false;
+    /**
+     * The seq of the message sent from this tab whose turn has not ended yet, or null. Its end
+     * (a `result`, an `error`, or a state with no child) is recognised by a later seq, so a
+     * turn that ends before the send's answer arrives is not waited for forever.
+     */
+    this.awaiting = null;
+    /** The seq of the last frame that ended a turn. */
+    this.lastEndSeq = 0;
     this.stopping = false;
     /** The session was deleted (here or elsewhere): nothing more can be sent. */
     this.gone = false;
@@ -59,10 +68,10 @@ export class SessionView {
       class: 'transcript', role: 'log', 'aria-label': 'Conversation', tabindex: '0',
     });
     this.conversation = new Conversation(this.transcript, {
-      onState: (state) => this.setState(state),
+      onState: (state, frame) => this.setState(state, frame.seq),
       onError: (frame) => this.onErrorFrame(frame),
       onStatus: (text) => this.setStatusLine(text),
-      onTurnEnd: (event) => this.onTurnEnd(event),
+      onTurnEnd: (event, seq) => this.onTurnEnd(event, seq),
     });
 
     this.input = h('textarea', {
@@ -129,13 +138,20 @@ export class SessionView {
   }
 
   isBusy() {
-    return BUSY_STATES.has(this.state) || this.pending;
+    return BUSY_STATES.has(this.state) || this.sending || this.awaiting !== null;
   }
 
-  setState(state) {
+  /** Notes that the frame `seq` ended a turn (or any chance of one). */
+  turnEnded(seq) {
+    if (typeof seq !== 'number') return;
+    this.lastEndSeq = Math.max(this.lastEndSeq, seq);
+    if (this.awaiting !== null && seq > this.awaiting) this.awaiting = null;
+  }
+
+  setState(state, seq) {
     this.state = state;
-    this.pending = false;
     if (!BUSY_STATES.has(state)) this.stopping = false;
+    if (state === 'stopped' || state === 'exited' || state === 'failed') this.turnEnded(seq);
     this.paint();
     this.hooks.onState?.(state);
   }
@@ -159,16 +175,18 @@ export class SessionView {
     const text = this.input.value;
     if (!text.trim() || this.isBusy() || this.gone) return;
     this.composerError.hidden = true;
-    this.pending = true;
+    this.sending = true;
     this.paint();
     try {
-      await api('POST', `/api/sessions/${encodeURIComponent(this.session.id)}/messages`, { content: text });
+      const answer = await api('POST', `/api/sessions/${encodeURIComponent(this.session.id)}/messages`, { content: text });
+      if (typeof answer?.seq === 'number' && answer.seq > this.lastEndSeq) this.awaiting = answer.seq;
       // Only now: a refused message stays in the box to try again.
       if (this.input.value === text) this.input.value = '';
     } catch (e) {
-      this.pending = false;
-      this.paint();
       this.showComposerError(e);
+    } finally {
+      this.sending = false;
+      this.paint();
     }
   }
 
@@ -196,8 +214,8 @@ export class SessionView {
     this.composerError.hidden = false;
   }
 
-  onTurnEnd(event) {
-    this.pending = false;
+  onTurnEnd(event, seq) {
+    this.turnEnded(seq);
     this.stopping = false;
     if (BUSY_STATES.has(this.state)) this.state = 'idle';
     this.paint();
@@ -206,7 +224,7 @@ export class SessionView {
   }
 
   onErrorFrame(frame) {
-    this.pending = false;
+    this.turnEnded(frame.seq);
     this.paint();
     if (CREDENTIAL_ERRORS.has(frame.error)) {
       const what = frame.error === 'credentials_expired'
