@@ -11,6 +11,9 @@ cd "$(dirname "$0")/.."
 listen=${DEMO_LISTEN:-127.0.0.1:3001}
 mock_listen=${DEMO_MOCK_LISTEN:-127.0.0.1:3002}
 data_dir=${DEMO_DATA_DIR:-./data-demo}
+# Absolute: the daemon hands the CLI a HOME under the data directory, and a relative one would
+# resolve against the project folder the CLI runs in.
+data_dir=$(realpath -m -- "$data_dir")
 build=${DEMO_BUILD:-release}
 sashad=target/$build/sashad
 mock=target/$build/examples/mock_anthropic
