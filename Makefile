@@ -2,13 +2,19 @@
 #
 #   make run    build in release mode, install the pinned Claude Code CLI if missing, and serve
 #               on 127.0.0.1:3001 with data under ./data
-#   make test   install the pinned CLI, check formatting and lints, run every test
+#   make test   install the pinned CLI, check formatting and lints, run every test (the browser
+#               tests last)
+#   make demo   the whole product with no API key: the mock Anthropic API and a daemon pointed at
+#               it (see tools/demo.sh)
 
 CLI_DIR := tools/claude
 CLI     := $(CLI_DIR)/node_modules/.bin/claude
 CARGO   ?= cargo
 
-.PHONY: run test cli build lint unit-and-integration bench clean-cli
+.PHONY: run test cli build lint unit-and-integration bench clean-cli browser-test chromium demo
+
+BROWSER_DIR := tests/browser
+CHROMIUM    ?= /usr/bin/chromium
 
 run: build cli
 	./target/release/sashad serve
@@ -25,7 +31,7 @@ $(CLI): $(CLI_DIR)/package.json $(CLI_DIR)/package-lock.json
 	@test -x $(CLI) || { echo "npm did not install $(CLI)"; exit 1; }
 	@touch -h $(CLI)
 
-test: cli lint unit-and-integration
+test: cli lint unit-and-integration browser-test
 
 lint:
 	$(CARGO) fmt --check
@@ -33,6 +39,31 @@ lint:
 
 unit-and-integration:
 	SASHAD_TEST_CLAUDE_BIN=$(abspath $(CLI)) $(CARGO) test --locked --all-targets
+
+# Browser tests (tests/browser): Debian's chromium driven by playwright-core (pinned, installed
+# with `npm ci`, which never downloads a browser), against the debug daemon, the real CLI and the
+# mock API, which are built first.
+browser-test: cli chromium $(BROWSER_DIR)/node_modules/.package-lock.json
+	$(CARGO) build --locked --bin sashad --example mock_anthropic
+	cd $(BROWSER_DIR) && CHROMIUM=$(CHROMIUM) npm test
+
+$(BROWSER_DIR)/node_modules/.package-lock.json: $(BROWSER_DIR)/package.json $(BROWSER_DIR)/package-lock.json
+	cd $(BROWSER_DIR) && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
+	@touch $@
+
+# Debian's chromium, installed with apt-get when missing (as root; otherwise it says what to run).
+chromium:
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
+	  else echo "the browser tests need Debian's chromium: sudo apt-get install chromium"; exit 1; fi; }
+
+# The mock Anthropic API on 127.0.0.1:3002 and a daemon on 127.0.0.1:3001 pointed at it, with
+# data in ./data-demo; Ctrl-C stops both.
+demo: cli
+	$(CARGO) build --release --locked --bin sashad --example mock_anthropic
+	./tools/demo.sh
 
 # Benchmarks (figures go in BENCHMARKS.md): the hot path piece by piece, then the load harness
 # (the release daemon with the fake CLI flooding its sockets).

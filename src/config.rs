@@ -65,6 +65,8 @@ pub struct Settings {
     pub tls: TlsSettings,
     /// `[log]`: level and format of the daemon's logs.
     pub log: LogSettings,
+    /// `[ui]`: where the web UI's files come from.
+    pub ui: UiSettings,
 }
 
 /// `[server]`.
@@ -479,6 +481,16 @@ impl Default for LogSettings {
     }
 }
 
+/// `[ui]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct UiSettings {
+    /// Serve the web UI from this folder instead of the copy embedded in the binary, read on
+    /// every request, for working on `static/` without rebuilding. Unset by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub static_dir: Option<PathBuf>,
+}
+
 /// Values from command-line flags, the last layer. `None` leaves the lower layers' value.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct FlagOverrides {
@@ -642,7 +654,9 @@ impl Settings {
             }
         }
         if self.metrics.bearer_token.is_some() && self.metrics.bearer_token_file.is_some() {
-            return invalid("set metrics.bearer_token or metrics.bearer_token_file, not both".into());
+            return invalid(
+                "set metrics.bearer_token or metrics.bearer_token_file, not both".into(),
+            );
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return invalid(format!(
@@ -680,7 +694,11 @@ impl Settings {
     /// Whether cookies need `Secure`: TLS on, or a public URL on https.
     pub fn secure_cookies(&self) -> bool {
         self.tls.enabled()
-            || self.server.public_url.as_deref().is_some_and(|u| u.starts_with("https://"))
+            || self
+                .server
+                .public_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("https://"))
     }
 }
 
@@ -801,7 +819,11 @@ pub fn reload(current: &Settings, new: Settings) -> Reload {
         match value {
             toml::Value::Table(t) => {
                 for (k, v) in t {
-                    let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
                     flatten(&key, v, out);
                 }
             }
@@ -825,8 +847,9 @@ pub fn reload(current: &Settings, new: Settings) -> Reload {
         .collect();
     changed.sort();
     changed.dedup();
-    let (applied, needs_restart): (Vec<String>, Vec<String>) =
-        changed.into_iter().partition(|k| RELOADABLE.contains(&k.as_str()));
+    let (applied, needs_restart): (Vec<String>, Vec<String>) = changed
+        .into_iter()
+        .partition(|k| RELOADABLE.contains(&k.as_str()));
     let mut settings = current.clone();
     settings.log.level = new.log.level;
     settings.limits = new.limits;
@@ -839,7 +862,11 @@ pub fn reload(current: &Settings, new: Settings) -> Reload {
     s.queued_messages = new.sessions.queued_messages;
     settings.anthropic.validation_timeout = new.anthropic.validation_timeout;
     settings.auth.registration = new.auth.registration;
-    Reload { settings, applied, needs_restart }
+    Reload {
+        settings,
+        applied,
+        needs_restart,
+    }
 }
 
 /// Settings that may change at runtime (SIGHUP): readers take a snapshot with [`Self::get`],
@@ -1024,10 +1051,16 @@ mod tests {
         new.server.listen = "127.0.0.1:9999".parse().unwrap();
         new.storage.data_dir = "/elsewhere".into();
         let r = reload(&current, new);
-        assert_eq!(r.applied, ["limits.live_children", "log.level", "sessions.idle_timeout"]);
+        assert_eq!(
+            r.applied,
+            ["limits.live_children", "log.level", "sessions.idle_timeout"]
+        );
         assert_eq!(r.needs_restart, ["server.listen", "storage.data_dir"]);
         assert_eq!(r.settings.limits.live_children, 3);
-        assert_eq!(r.settings.server.listen, current.server.listen, "not applied");
+        assert_eq!(
+            r.settings.server.listen, current.server.listen,
+            "not applied"
+        );
     }
 
     /// `config/sashad.toml` is the operator's documentation of every key: it must hold every
@@ -1062,6 +1095,12 @@ mod tests {
             "client_secret",
             "client_secret_file",
             "redirect_uri",
+            "listen",
+            "bearer_token",
+            "bearer_token_file",
+            "cert_file",
+            "key_file",
+            "static_dir",
         ] {
             assert!(
                 text.lines()

@@ -18,7 +18,6 @@ use anyhow::Context;
 use crate::accounts::LoginLimiter;
 use crate::anthropic::oauth::OAuthProvider;
 use crate::config::{FlagOverrides, LiveSettings, Settings};
-use sd_notify::NotifyState;
 use crate::credential::CredentialKeeper;
 use crate::crypto::{KeySource, Keyring};
 use crate::http::{self, AppState};
@@ -30,6 +29,7 @@ use crate::supervisor::registry::{LoadSessions, Shutdown};
 use crate::supervisor::session::SessionConfig;
 use crate::supervisor::Registry;
 use crate::workspace::Workspace;
+use sd_notify::NotifyState;
 
 /// Where the master key may come from, besides the data directory (DESIGN §3's order).
 #[derive(Debug, Clone, Default)]
@@ -116,10 +116,19 @@ pub async fn run(
     log: Option<LogHandle>,
     reload: ReloadSource,
 ) -> anyhow::Result<()> {
-    let Prepared { settings, store, keyring, key_source } = prepared;
+    let Prepared {
+        settings,
+        store,
+        keyring,
+        key_source,
+    } = prepared;
     let local_addr = listener.local_addr().context("listener has no address")?;
     let tls = settings.tls.enabled();
-    let tls_config = if tls { Some(tls_config(&settings)?) } else { None };
+    let tls_config = if tls {
+        Some(tls_config(&settings)?)
+    } else {
+        None
+    };
     let metrics_listener = match settings.metrics.listen {
         Some(addr) => Some(TcpListener::bind(addr).with_context(|| {
             format!("cannot listen on {addr} for metrics; free the port or change metrics.listen")
@@ -174,7 +183,10 @@ pub async fn run(
     )
     .start();
     let stored = load_sessions(&store).await?;
-    let loaded = registry.send(LoadSessions { sessions: stored }).await.context("registry is gone")?;
+    let loaded = registry
+        .send(LoadSessions { sessions: stored })
+        .await
+        .context("registry is gone")?;
     let state = web::Data::new(AppState {
         allowed_origins: settings.effective_allowed_origins(local_addr),
         secure_cookies: settings.secure_cookies(),
@@ -213,7 +225,9 @@ pub async fn run(
     .run();
     let metrics_server = match metrics_listener {
         Some(listener) => {
-            let metrics_addr = listener.local_addr().context("metrics listener has no address")?;
+            let metrics_addr = listener
+                .local_addr()
+                .context("metrics listener has no address")?;
             let server = HttpServer::new(|| App::new().configure(http::configure_metrics_only))
                 .workers(1)
                 .listen(listener)
@@ -284,7 +298,10 @@ fn start_watchdog() -> Option<actix_rt::task::JoinHandle<()>> {
         return None;
     }
     let every = Duration::from_micros(usec / 2);
-    tracing::info!(interval_ms = every.as_millis() as u64, "systemd watchdog on");
+    tracing::info!(
+        interval_ms = every.as_millis() as u64,
+        "systemd watchdog on"
+    );
     Some(actix_rt::spawn(async move {
         let mut tick = tokio::time::interval(every);
         loop {
@@ -298,17 +315,30 @@ fn start_watchdog() -> Option<actix_rt::task::JoinHandle<()>> {
 fn tls_config(settings: &Settings) -> anyhow::Result<rustls::ServerConfig> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let (Some(cert_file), Some(key_file)) = (&settings.tls.cert_file, &settings.tls.key_file) else {
+    let (Some(cert_file), Some(key_file)) = (&settings.tls.cert_file, &settings.tls.key_file)
+    else {
         anyhow::bail!("tls.cert_file and tls.key_file are both needed");
     };
     let certs = CertificateDer::pem_file_iter(cert_file)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .with_context(|| format!("cannot read the certificates in tls.cert_file {}", cert_file.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot read the certificates in tls.cert_file {}",
+                cert_file.display()
+            )
+        })?;
     if certs.is_empty() {
-        anyhow::bail!("tls.cert_file {} holds no PEM certificate", cert_file.display());
+        anyhow::bail!(
+            "tls.cert_file {} holds no PEM certificate",
+            cert_file.display()
+        );
     }
-    let key = PrivateKeyDer::from_pem_file(key_file)
-        .with_context(|| format!("cannot read a private key in tls.key_file {}", key_file.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key_file).with_context(|| {
+        format!(
+            "cannot read a private key in tls.key_file {}",
+            key_file.display()
+        )
+    })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -326,8 +356,9 @@ fn metrics_token(settings: &Settings) -> anyhow::Result<Option<zeroize::Zeroizin
     }
     match &metrics.bearer_token_file {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read metrics.bearer_token_file {}", path.display()))?;
+            let text = std::fs::read_to_string(path).with_context(|| {
+                format!("cannot read metrics.bearer_token_file {}", path.display())
+            })?;
             Ok(Some(zeroize::Zeroizing::new(text.trim().to_owned())))
         }
         None => Ok(None),
@@ -345,12 +376,19 @@ async fn reload_on_sighup(live: Arc<LiveSettings>, log: Option<LogHandle>, sourc
     };
     while hup.recv().await.is_some() {
         notify(&[NotifyState::Reloading]);
-        match Settings::load(source.config_path.as_deref(), std::env::vars(), &source.flags) {
-            Err(e) => tracing::error!(error = %e, "SIGHUP: the new config is invalid; nothing changed"),
+        match Settings::load(
+            source.config_path.as_deref(),
+            std::env::vars(),
+            &source.flags,
+        ) {
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: the new config is invalid; nothing changed")
+            }
             Ok(new) => {
                 let current = live.get();
                 let outcome = crate::config::reload(&current, new);
-                if let (Some(log), true) = (&log, outcome.applied.iter().any(|k| k == "log.level")) {
+                if let (Some(log), true) = (&log, outcome.applied.iter().any(|k| k == "log.level"))
+                {
                     if let Err(e) = log.set_level(&outcome.settings.log.level) {
                         tracing::error!(error = %e, "SIGHUP: cannot change the log level");
                     }

@@ -3,6 +3,7 @@
 
 mod accounts;
 mod admin;
+mod assets;
 mod auth;
 mod claude_auth;
 mod health;
@@ -111,7 +112,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_message_bytes: usize, metrics
         .configure(admin::configure)
         .configure(|cfg| sessions::configure(cfg, max_message_bytes))
         .configure(ws::configure)
-        .default_service(web::to(not_found));
+        .default_service(web::to(assets::serve));
 }
 
 /// The routes of the metrics-only listener (`metrics.listen`).
@@ -165,10 +166,17 @@ pub async fn observe(
         Ok(mut response) => {
             let status = response.status().as_u16();
             // The route pattern, not the path: ids in paths would explode the label set.
-            let route = response.request().match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+            let route = response
+                .request()
+                .match_pattern()
+                .unwrap_or_else(|| "unmatched".to_owned());
             let m = crate::metrics::metrics();
-            m.http_requests.with_label_values(&[route.as_str(), status_label(status)]).inc();
-            m.http_latency.with_label_values(&[route.as_str()]).observe(started.elapsed().as_secs_f64());
+            m.http_requests
+                .with_label_values(&[route.as_str(), status_label(status)])
+                .inc();
+            m.http_latency
+                .with_label_values(&[route.as_str()])
+                .observe(started.elapsed().as_secs_f64());
             let headers = response.headers_mut();
             for (name, value) in security_headers() {
                 headers.insert(name, value);

@@ -117,7 +117,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let key_options = KeyOptions::from_env(cli.master_key_file.clone());
     match cli.command {
         Command::Serve { .. } => {
-            let reload = daemon::ReloadSource { config_path: cli.config.clone(), flags };
+            let reload = daemon::ReloadSource {
+                config_path: cli.config.clone(),
+                flags,
+            };
             serve(settings, key_options, reload)
         }
         Command::Config {
@@ -131,7 +134,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn serve(settings: Settings, key_options: KeyOptions, reload: daemon::ReloadSource) -> anyhow::Result<()> {
+fn serve(
+    settings: Settings,
+    key_options: KeyOptions,
+    reload: daemon::ReloadSource,
+) -> anyhow::Result<()> {
     let log = sashad::logging::init(&settings.log);
     for name in sashad::config::unknown_sashad_env(std::env::vars()) {
         tracing::warn!(variable = %name, "unknown SASHAD_ variable (config keys are SASHAD__SECTION__KEY)");

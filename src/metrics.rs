@@ -19,7 +19,14 @@ pub const SPAWN_OUTCOMES: &[&str] = &["ok", "error"];
 /// after a stalled turn, or on its own (crash).
 pub const EXIT_CAUSES: &[&str] = &["requested", "idle", "turn_timeout", "crash"];
 /// API-key validation outcomes.
-pub const VALIDATION_OUTCOMES: &[&str] = &["ok", "rate_limited", "invalid", "forbidden", "unavailable", "malformed"];
+pub const VALIDATION_OUTCOMES: &[&str] = &[
+    "ok",
+    "rate_limited",
+    "invalid",
+    "forbidden",
+    "unavailable",
+    "malformed",
+];
 /// OAuth refresh outcomes.
 pub const REFRESH_OUTCOMES: &[&str] = &["ok", "invalid_grant", "failed"];
 /// Sign-in steps.
@@ -58,8 +65,15 @@ pub struct Metrics {
     pub http_latency: HistogramVec,
 }
 
-fn counter_vec(registry: &Registry, name: &str, help: &str, label: &str, values: &[&str]) -> IntCounterVec {
-    let vec = IntCounterVec::new(Opts::new(name, help), &[label]).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+fn counter_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: &[&str],
+) -> IntCounterVec {
+    let vec = IntCounterVec::new(Opts::new(name, help), &[label])
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
     for value in values {
         vec.with_label_values(&[value]);
     }
@@ -69,32 +83,62 @@ fn counter_vec(registry: &Registry, name: &str, help: &str, label: &str, values:
 fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
     // Names are constants below and unique; a failure is a programming error caught by the
     // unit test, so startup may stop on it.
-    registry.register(Box::new(metric.clone())).unwrap_or_else(|e| panic!("registering a metric: {e}"));
+    registry
+        .register(Box::new(metric.clone()))
+        .unwrap_or_else(|e| panic!("registering a metric: {e}"));
     metric
 }
 
 impl Metrics {
     fn new() -> Self {
         let r = Registry::new_custom(Some("sashad".into()), None).unwrap_or_default();
-        let gauge = |name: &str, help: &str| register(&r, IntGauge::new(name, help).unwrap_or_else(|e| panic!("{e}")));
-        let counter = |name: &str, help: &str| register(&r, IntCounter::new(name, help).unwrap_or_else(|e| panic!("{e}")));
+        let gauge = |name: &str, help: &str| {
+            register(
+                &r,
+                IntGauge::new(name, help).unwrap_or_else(|e| panic!("{e}")),
+            )
+        };
+        let counter = |name: &str, help: &str| {
+            register(
+                &r,
+                IntCounter::new(name, help).unwrap_or_else(|e| panic!("{e}")),
+            )
+        };
         Self {
             sessions: gauge("sessions", "Sessions known to the registry."),
             live_children: gauge("live_children", "claude processes alive."),
-            child_spawns: counter_vec(&r, "child_spawns_total", "Child spawns by outcome.", "outcome", SPAWN_OUTCOMES),
+            child_spawns: counter_vec(
+                &r,
+                "child_spawns_total",
+                "Child spawns by outcome.",
+                "outcome",
+                SPAWN_OUTCOMES,
+            ),
             spawn_to_init: register(
                 &r,
                 Histogram::with_opts(
-                    HistogramOpts::new("child_spawn_to_init_seconds", "Seconds from spawn to the first system/init line.")
-                        .buckets(vec![0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0]),
+                    HistogramOpts::new(
+                        "child_spawn_to_init_seconds",
+                        "Seconds from spawn to the first system/init line.",
+                    )
+                    .buckets(vec![0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0]),
                 )
                 .unwrap_or_else(|e| panic!("{e}")),
             ),
-            child_exits: counter_vec(&r, "child_exits_total", "Child exits by cause.", "cause", EXIT_CAUSES),
+            child_exits: counter_vec(
+                &r,
+                "child_exits_total",
+                "Child exits by cause.",
+                "cause",
+                EXIT_CAUSES,
+            ),
             sockets_open: gauge("sockets_open", "WebSockets open."),
             events_relayed: counter("events_relayed_total", "Frames sent to sockets."),
             bytes_relayed: counter("bytes_relayed_total", "Bytes of frames sent to sockets."),
-            sockets_closed_slow: counter("sockets_closed_slow_total", "Sockets closed with 1013 for not keeping up."),
+            sockets_closed_slow: counter(
+                "sockets_closed_slow_total",
+                "Sockets closed with 1013 for not keeping up.",
+            ),
             credential_validations: counter_vec(
                 &r,
                 "credential_validations_total",
@@ -102,12 +146,27 @@ impl Metrics {
                 "outcome",
                 VALIDATION_OUTCOMES,
             ),
-            oauth_refreshes: counter_vec(&r, "oauth_refreshes_total", "OAuth refreshes by outcome.", "outcome", REFRESH_OUTCOMES),
-            oauth_signins: counter_vec(&r, "oauth_signins_total", "OAuth sign-ins by step.", "event", SIGNIN_EVENTS),
+            oauth_refreshes: counter_vec(
+                &r,
+                "oauth_refreshes_total",
+                "OAuth refreshes by outcome.",
+                "outcome",
+                REFRESH_OUTCOMES,
+            ),
+            oauth_signins: counter_vec(
+                &r,
+                "oauth_signins_total",
+                "OAuth sign-ins by step.",
+                "event",
+                SIGNIN_EVENTS,
+            ),
             http_requests: register(
                 &r,
                 IntCounterVec::new(
-                    Opts::new("http_requests_total", "HTTP requests by route pattern and status."),
+                    Opts::new(
+                        "http_requests_total",
+                        "HTTP requests by route pattern and status.",
+                    ),
                     &["route", "status"],
                 )
                 .unwrap_or_else(|e| panic!("{e}")),
@@ -115,8 +174,13 @@ impl Metrics {
             http_latency: register(
                 &r,
                 HistogramVec::new(
-                    HistogramOpts::new("http_request_duration_seconds", "HTTP request latency by route pattern.")
-                        .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+                    HistogramOpts::new(
+                        "http_request_duration_seconds",
+                        "HTTP request latency by route pattern.",
+                    )
+                    .buckets(vec![
+                        0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    ]),
                     &["route"],
                 )
                 .unwrap_or_else(|e| panic!("{e}")),

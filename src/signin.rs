@@ -143,7 +143,10 @@ impl SignIn {
         };
         let state = authorization.state.clone();
         store.run(move |s| s.put_pending(&state, &record)).await?;
-        crate::metrics::metrics().oauth_signins.with_label_values(&["started"]).inc();
+        crate::metrics::metrics()
+            .oauth_signins
+            .with_label_values(&["started"])
+            .inc();
         tracing::info!(user_id, event = "signin_started", "oauth sign-in started");
         Ok((authorization.url, authorization.state))
     }
@@ -210,8 +213,15 @@ impl SignIn {
         store
             .run(move |s| s.finish_pending(&key, status, reason))
             .await?;
-        let event = if result.is_ok() { "completed" } else { "failed" };
-        crate::metrics::metrics().oauth_signins.with_label_values(&[event]).inc();
+        let event = if result.is_ok() {
+            "completed"
+        } else {
+            "failed"
+        };
+        crate::metrics::metrics()
+            .oauth_signins
+            .with_label_values(&[event])
+            .inc();
         match &result {
             Ok(_) => tracing::info!(
                 user_id,
@@ -243,7 +253,10 @@ impl SignIn {
                 store
                     .run(move |s| s.finish_pending(&key, PendingStatus::Failed, Some(why)))
                     .await?;
-                crate::metrics::metrics().oauth_signins.with_label_values(&["failed"]).inc();
+                crate::metrics::metrics()
+                    .oauth_signins
+                    .with_label_values(&["failed"])
+                    .inc();
                 tracing::info!(user_id = %record.user_id, event = "signin_failed", code = "access_denied", "oauth sign-in failed");
                 Ok(())
             }

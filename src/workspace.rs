@@ -143,10 +143,18 @@ impl Workspace {
             }
             let path = self.root.join(part).join(user_id);
             match fs::symlink_metadata(&path) {
-                Ok(meta) if meta.is_dir() => fs::remove_dir_all(&path)
-                    .map_err(|source| WorkspaceError::Io { context: "cannot remove", path, source })?,
-                Ok(_) => fs::remove_file(&path)
-                    .map_err(|source| WorkspaceError::Io { context: "cannot remove", path, source })?,
+                Ok(meta) if meta.is_dir() => {
+                    fs::remove_dir_all(&path).map_err(|source| WorkspaceError::Io {
+                        context: "cannot remove",
+                        path,
+                        source,
+                    })?
+                }
+                Ok(_) => fs::remove_file(&path).map_err(|source| WorkspaceError::Io {
+                    context: "cannot remove",
+                    path,
+                    source,
+                })?,
                 Err(_) => {}
             }
         }

@@ -224,7 +224,10 @@ impl CredentialKeeper {
                     .store
                     .run(move |s| s.replace_credential(&user, &expected, &stored))
                     .await?;
-                crate::metrics::metrics().oauth_refreshes.with_label_values(&["ok"]).inc();
+                crate::metrics::metrics()
+                    .oauth_refreshes
+                    .with_label_values(&["ok"])
+                    .inc();
                 tracing::info!(user_id, swapped, outcome = "ok", "oauth refresh");
                 if swapped {
                     Ok(new)
@@ -236,7 +239,10 @@ impl CredentialKeeper {
                 }
             }
             Err(OAuthError::InvalidGrant(_)) => {
-                crate::metrics::metrics().oauth_refreshes.with_label_values(&["invalid_grant"]).inc();
+                crate::metrics::metrics()
+                    .oauth_refreshes
+                    .with_label_values(&["invalid_grant"])
+                    .inc();
                 tracing::info!(user_id, outcome = "invalid_grant", "oauth refresh");
                 let user = user_id.to_owned();
                 self.store
@@ -245,7 +251,10 @@ impl CredentialKeeper {
                 Err(RefreshError::InvalidGrant)
             }
             Err(e) => {
-                crate::metrics::metrics().oauth_refreshes.with_label_values(&["failed"]).inc();
+                crate::metrics::metrics()
+                    .oauth_refreshes
+                    .with_label_values(&["failed"])
+                    .inc();
                 tracing::warn!(user_id, outcome = "failed", error = %e, "oauth refresh");
                 Err(RefreshError::Unavailable(e.to_string()))
             }

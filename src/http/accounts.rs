@@ -110,8 +110,11 @@ async fn register(
         check_origin(&req, &state, false)?;
     }
     validate_username(&body.username).map_err(|m| Error::bad_request("invalid_username", m))?;
-    validate_password(&body.password, state.settings.get().auth.min_password_length)
-        .map_err(|m| Error::bad_request("invalid_password", m))?;
+    validate_password(
+        &body.password,
+        state.settings.get().auth.min_password_length,
+    )
+    .map_err(|m| Error::bad_request("invalid_password", m))?;
     let admission = match (&admin, state.settings.get().auth.registration) {
         (Some(_), _) => Admission::Admin,
         (None, RegistrationPolicy::Open) => Admission::Open,

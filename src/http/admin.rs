@@ -16,11 +16,17 @@ use crate::supervisor::SessionError;
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/admin/users", web::get().to(list_users))
-        .route("/api/admin/users/{id}/disable", web::post().to(disable_user))
+        .route(
+            "/api/admin/users/{id}/disable",
+            web::post().to(disable_user),
+        )
         .route("/api/admin/users/{id}/enable", web::post().to(enable_user))
         .route("/api/admin/users/{id}", web::delete().to(delete_user))
         .route("/api/admin/sessions", web::get().to(list_sessions))
-        .route("/api/admin/sessions/{id}/stop", web::post().to(stop_session))
+        .route(
+            "/api/admin/sessions/{id}/stop",
+            web::post().to(stop_session),
+        )
         .route("/api/admin/daemon", web::get().to(daemon));
 }
 
@@ -73,63 +79,125 @@ async fn list_users(authed: Authed, state: web::Data<AppState>) -> Result<HttpRe
 
 async fn find_user(state: &AppState, id: &str) -> Result<UserRecord, Error> {
     let id = id.to_owned();
-    state.store.run(move |s| s.user(&id)).await?.ok_or(Error::NotFound)
+    state
+        .store
+        .run(move |s| s.user(&id))
+        .await?
+        .ok_or(Error::NotFound)
 }
 
-async fn set_disabled(authed: Authed, state: web::Data<AppState>, id: String, disabled: bool) -> Result<HttpResponse, Error> {
+async fn set_disabled(
+    authed: Authed,
+    state: web::Data<AppState>,
+    id: String,
+    disabled: bool,
+) -> Result<HttpResponse, Error> {
     authed.require_admin()?;
     let user = find_user(&state, &id).await?;
     if disabled && user.id == authed.user.id {
-        return Err(Error::conflict("cannot_disable_self", "an admin cannot disable their own account"));
+        return Err(Error::conflict(
+            "cannot_disable_self",
+            "an admin cannot disable their own account",
+        ));
     }
     let uid = user.id.clone();
-    state.store.run(move |s| s.set_disabled(&uid, disabled)).await?;
+    state
+        .store
+        .run(move |s| s.set_disabled(&uid, disabled))
+        .await?;
     if disabled {
-        let _ = state.registry.send(StopUserSessions { user_id: user.id.clone() }).await;
+        let _ = state
+            .registry
+            .send(StopUserSessions {
+                user_id: user.id.clone(),
+            })
+            .await;
     }
-    audit(&authed, if disabled { "user.disable" } else { "user.enable" }, &user.id);
+    audit(
+        &authed,
+        if disabled {
+            "user.disable"
+        } else {
+            "user.enable"
+        },
+        &user.id,
+    );
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn disable_user(authed: Authed, state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, Error> {
+async fn disable_user(
+    authed: Authed,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, Error> {
     set_disabled(authed, state, path.into_inner(), true).await
 }
 
-async fn enable_user(authed: Authed, state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, Error> {
+async fn enable_user(
+    authed: Authed,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, Error> {
     set_disabled(authed, state, path.into_inner(), false).await
 }
 
 /// Deletes a user with everything of theirs: sessions (children stopped), credential, tokens,
 /// sign-ins under way, and their home and projects on disk.
-async fn delete_user(authed: Authed, state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, Error> {
+async fn delete_user(
+    authed: Authed,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, Error> {
     authed.require_admin()?;
     let user = find_user(&state, &path).await?;
     if user.id == authed.user.id {
-        return Err(Error::conflict("cannot_delete_self", "an admin cannot delete their own account"));
+        return Err(Error::conflict(
+            "cannot_delete_self",
+            "an admin cannot delete their own account",
+        ));
     }
     let sessions = state
         .registry
-        .send(ListSessions { owner: Some(user.id.clone()) })
+        .send(ListSessions {
+            owner: Some(user.id.clone()),
+        })
         .await
         .map_err(|_| SessionError::ShuttingDown)?;
     for session in sessions {
-        let _ = state.registry.send(DeleteSession { id: session.id, owner: None }).await;
+        let _ = state
+            .registry
+            .send(DeleteSession {
+                id: session.id,
+                owner: None,
+            })
+            .await;
     }
     let uid = user.id.clone();
     state.store.run(move |s| s.delete_user(&uid)).await?;
     let workspace = state.workspace.clone();
     let uid = user.id.clone();
-    web::block(move || workspace.remove_user(&uid)).await.map_err(|e| Error::Internal(e.to_string()))??;
+    web::block(move || workspace.remove_user(&uid))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
     audit(&authed, "user.delete", &user.id);
     Ok(HttpResponse::NoContent().finish())
 }
 
 async fn list_sessions(authed: Authed, state: web::Data<AppState>) -> Result<HttpResponse, Error> {
     authed.require_admin()?;
-    let views = state.registry.send(ListSessions { owner: None }).await.map_err(|_| SessionError::ShuttingDown)?;
+    let views = state
+        .registry
+        .send(ListSessions { owner: None })
+        .await
+        .map_err(|_| SessionError::ShuttingDown)?;
     let names: std::collections::HashMap<String, String> = state
         .store
-        .run(|s| Ok(s.list_users()?.into_iter().map(|u| (u.id, u.username)).collect()))
+        .run(|s| {
+            Ok(s.list_users()?
+                .into_iter()
+                .map(|u| (u.id, u.username))
+                .collect())
+        })
         .await?;
     let rows = web::block(move || {
         views
@@ -151,16 +219,27 @@ async fn list_sessions(authed: Authed, state: web::Data<AppState>) -> Result<Htt
     Ok(HttpResponse::Ok().json(rows))
 }
 
-async fn stop_session(authed: Authed, state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, Error> {
+async fn stop_session(
+    authed: Authed,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, Error> {
     authed.require_admin()?;
     let id = path.into_inner();
     let addr = state
         .registry
-        .send(FindSession { id: id.clone(), owner: None })
+        .send(FindSession {
+            id: id.clone(),
+            owner: None,
+        })
         .await
         .map_err(|_| SessionError::ShuttingDown)?
         .ok_or(Error::NotFound)?;
-    addr.send(Stop { reason: StopReason::Requested }).await.map_err(|_| SessionError::NotFound)?;
+    addr.send(Stop {
+        reason: StopReason::Requested,
+    })
+    .await
+    .map_err(|_| SessionError::NotFound)?;
     audit(&authed, "session.stop", &id);
     Ok(HttpResponse::NoContent().finish())
 }
@@ -168,7 +247,8 @@ async fn stop_session(authed: Authed, state: web::Data<AppState>, path: web::Pat
 async fn daemon(authed: Authed, state: web::Data<AppState>) -> Result<HttpResponse, Error> {
     authed.require_admin()?;
     let settings = state.settings.get();
-    let config: toml::Value = toml::Value::try_from(&*settings).unwrap_or(toml::Value::Boolean(false));
+    let config: toml::Value =
+        toml::Value::try_from(&*settings).unwrap_or(toml::Value::Boolean(false));
     Ok(HttpResponse::Ok().json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptimeSeconds": state.started.elapsed().as_secs(),

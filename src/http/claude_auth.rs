@@ -202,7 +202,11 @@ async fn set_api_key(
         }
     };
     validations
-        .with_label_values(&[if check == KeyCheck::Valid { "ok" } else { "rate_limited" }])
+        .with_label_values(&[if check == KeyCheck::Valid {
+            "ok"
+        } else {
+            "rate_limited"
+        }])
         .inc();
     let validation = match check {
         KeyCheck::Valid => Validation::Ok,

@@ -170,7 +170,9 @@ impl Store {
     /// Deletes a user and everything keyed by them: name index, credential, tokens, sign-ins
     /// under way and session records. Returns whether the user existed.
     pub fn delete_user(&self, id: &str) -> Result<bool, StoreError> {
-        let Some(user) = self.user(id)? else { return Ok(false) };
+        let Some(user) = self.user(id)? else {
+            return Ok(false);
+        };
         self.remove_tokens_of(id)?;
         let pending = self.tree(trees::OAUTH_PENDING)?;
         for (state, record) in self.all_pending()? {

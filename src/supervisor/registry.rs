@@ -141,7 +141,9 @@ impl Handler<LoadSessions> for Registry {
             let addr = self.start_session(record, owner_name, ctx.address());
             self.sessions.insert(id, Entry { addr, owner });
         }
-        crate::metrics::metrics().sessions.set(self.sessions.len() as i64);
+        crate::metrics::metrics()
+            .sessions
+            .set(self.sessions.len() as i64);
         n
     }
 }
@@ -228,7 +230,9 @@ impl Handler<CreateSession> for Registry {
                     owner,
                 },
             );
-            crate::metrics::metrics().sessions.set(act.sessions.len() as i64);
+            crate::metrics::metrics()
+                .sessions
+                .set(act.sessions.len() as i64);
             tracing::info!(session_id = %id, "session created");
             Ok((id, addr))
         }))
@@ -316,7 +320,9 @@ impl Handler<DeleteSession> for Registry {
         let Some(entry) = self.sessions.remove(&msg.id) else {
             return Box::pin(async { Err(SessionError::NotFound) });
         };
-        crate::metrics::metrics().sessions.set(self.sessions.len() as i64);
+        crate::metrics::metrics()
+            .sessions
+            .set(self.sessions.len() as i64);
         let store = self.store.clone();
         let id = msg.id;
         Box::pin(async move {

@@ -307,16 +307,19 @@ impl Session {
 
     fn arm_idle_timer(&mut self, ctx: &mut Context<Self>) {
         let epoch = self.state_epoch;
-        ctx.run_later(self.cfg.settings.get().sessions.idle_timeout, move |act, _ctx| {
-            if act.state_epoch == epoch
-                && act.state == SessionState::Idle
-                && act.queue.is_empty()
-                && act.turn.is_none()
-            {
-                tracing::info!(session_id = %act.record.id, "child idle; stopping it");
-                act.stop_child(StopReason::Idle, StopMode::Graceful);
-            }
-        });
+        ctx.run_later(
+            self.cfg.settings.get().sessions.idle_timeout,
+            move |act, _ctx| {
+                if act.state_epoch == epoch
+                    && act.state == SessionState::Idle
+                    && act.queue.is_empty()
+                    && act.turn.is_none()
+                {
+                    tracing::info!(session_id = %act.record.id, "child idle; stopping it");
+                    act.stop_child(StopReason::Idle, StopMode::Graceful);
+                }
+            },
+        );
     }
 
     fn arm_turn_timer(&mut self, ctx: &mut Context<Self>, after: Duration) {
@@ -393,7 +396,9 @@ impl Session {
         self.emit(seq, frame::claude(seq, text));
         if let Classified::Init { .. } = class {
             if let Some(spawned) = self.child.as_mut().and_then(|c| c.spawned_at.take()) {
-                metrics().spawn_to_init.observe(spawned.elapsed().as_secs_f64());
+                metrics()
+                    .spawn_to_init
+                    .observe(spawned.elapsed().as_secs_f64());
             }
         }
         match class {

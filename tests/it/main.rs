@@ -6,6 +6,7 @@ mod common;
 
 mod accounts;
 mod api_key;
+mod assets;
 mod fake_cli;
 mod health;
 mod keys;

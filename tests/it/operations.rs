@@ -63,13 +63,17 @@ impl NotifySocket {
 async fn systemd_hears_ready_after_bind_then_watchdog_then_stopping() {
     let mut env = TestEnv::new();
     let notify = NotifySocket::bind(env.dir.path());
-    env.env.push(("NOTIFY_SOCKET".into(), notify.path.to_str().unwrap().into()));
+    env.env
+        .push(("NOTIFY_SOCKET".into(), notify.path.to_str().unwrap().into()));
     env.env.push(("WATCHDOG_USEC".into(), "400000".into()));
     let mut daemon = env.start();
     let first = notify.until("READY=1", Duration::from_secs(10));
     assert!(first.iter().all(|m| !m.contains("STOPPING")), "{first:?}");
     // The listener was bound before READY: it answers.
-    Api::new(daemon.base_url()).get("/healthz").await.expect(200);
+    Api::new(daemon.base_url())
+        .get("/healthz")
+        .await
+        .expect(200);
     let watchdog = notify.until("WATCHDOG=1", Duration::from_secs(5));
     notify.until("WATCHDOG=1", Duration::from_secs(5));
     assert!(watchdog.iter().all(|m| !m.contains("STOPPING")));
@@ -83,11 +87,18 @@ fn parse_metrics(text: &str) -> std::collections::BTreeMap<String, f64> {
     let mut samples = std::collections::BTreeMap::new();
     for line in text.lines() {
         if line.is_empty() || line.starts_with('#') {
-            assert!(line.is_empty() || line.starts_with("# HELP ") || line.starts_with("# TYPE "), "{line}");
+            assert!(
+                line.is_empty() || line.starts_with("# HELP ") || line.starts_with("# TYPE "),
+                "{line}"
+            );
             continue;
         }
-        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad sample line {line:?}"));
-        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad sample line {line:?}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
         assert!(series.starts_with("sashad_"), "{line}");
         samples.insert(series.to_owned(), value);
     }
@@ -111,7 +122,13 @@ async fn metrics_parse_and_move_as_a_chat_runs() {
     }
     let alice = api.user_with_key("alice", KEY).await;
     let session = alice.new_session("demo").await;
-    let mut ws = Connect::bearer(&daemon.base_url(), &session, alice.token.as_deref().unwrap()).open().await;
+    let mut ws = Connect::bearer(
+        &daemon.base_url(),
+        &session,
+        alice.token.as_deref().unwrap(),
+    )
+    .open()
+    .await;
     ws.say("Hello").await;
     ws.until_result().await;
     let after = parse_metrics(api.get("/metrics").await.expect(200).body.as_str().unwrap());
@@ -119,12 +136,24 @@ async fn metrics_parse_and_move_as_a_chat_runs() {
     assert_eq!(after["sashad_live_children"], 1.0);
     assert_eq!(after["sashad_sockets_open"], 1.0);
     assert_eq!(after["sashad_child_spawns_total{outcome=\"ok\"}"], 1.0);
-    assert_eq!(after["sashad_credential_validations_total{outcome=\"ok\"}"], 1.0);
+    assert_eq!(
+        after["sashad_credential_validations_total{outcome=\"ok\"}"],
+        1.0
+    );
     assert!(after["sashad_events_relayed_total"] >= ws.frames.len() as f64);
     assert!(after["sashad_bytes_relayed_total"] > 1000.0);
     assert!(after["sashad_child_spawn_to_init_seconds_count"] >= 1.0);
-    assert!(after.keys().any(|k| k.starts_with("sashad_http_requests_total{route=\"/api/sessions\",status=\"201\"}")), "routes are patterns");
-    assert!(!after.keys().any(|k| k.contains(&session)), "no ids in labels");
+    assert!(
+        after
+            .keys()
+            .any(|k| k
+                .starts_with("sashad_http_requests_total{route=\"/api/sessions\",status=\"201\"}")),
+        "routes are patterns"
+    );
+    assert!(
+        !after.keys().any(|k| k.contains(&session)),
+        "no ids in labels"
+    );
 }
 
 #[tokio::test]
@@ -133,9 +162,18 @@ async fn metrics_need_the_bearer_token_when_one_is_set() {
     env.set("metrics.bearer_token", "metrics-SECRET-token");
     let daemon = env.start();
     let api = Api::new(daemon.base_url());
-    api.get("/metrics").await.expect_error(401, "unauthenticated");
-    api.with_token("wrong").get("/metrics").await.expect_error(401, "unauthenticated");
-    let ok = api.with_token("metrics-SECRET-token").get("/metrics").await.expect(200);
+    api.get("/metrics")
+        .await
+        .expect_error(401, "unauthenticated");
+    api.with_token("wrong")
+        .get("/metrics")
+        .await
+        .expect_error(401, "unauthenticated");
+    let ok = api
+        .with_token("metrics-SECRET-token")
+        .get("/metrics")
+        .await
+        .expect(200);
     assert!(ok.body.as_str().unwrap().contains("sashad_sessions"));
     assert!(!daemon.logs.text().contains("metrics-SECRET-token"));
 }
@@ -143,13 +181,32 @@ async fn metrics_need_the_bearer_token_when_one_is_set() {
 #[tokio::test]
 async fn metrics_can_have_their_own_listener() {
     let mut env = TestEnv::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     env.set("metrics.listen", format!("127.0.0.1:{port}"));
     let daemon = env.start();
-    daemon.logs.wait_for(Duration::from_secs(10), |l| l.iter().find(|l| l.contains("metrics on http://")).cloned()).expect("metrics listener");
-    Api::new(daemon.base_url()).get("/metrics").await.expect_error(404, "not_found");
-    let metrics = Api::new(format!("http://127.0.0.1:{port}")).get("/metrics").await.expect(200);
-    assert!(metrics.body.as_str().unwrap().contains("sashad_http_requests_total"));
+    daemon
+        .logs
+        .wait_for(Duration::from_secs(10), |l| {
+            l.iter().find(|l| l.contains("metrics on http://")).cloned()
+        })
+        .expect("metrics listener");
+    Api::new(daemon.base_url())
+        .get("/metrics")
+        .await
+        .expect_error(404, "not_found");
+    let metrics = Api::new(format!("http://127.0.0.1:{port}"))
+        .get("/metrics")
+        .await
+        .expect(200);
+    assert!(metrics
+        .body
+        .as_str()
+        .unwrap()
+        .contains("sashad_http_requests_total"));
 }
 
 #[tokio::test]
@@ -161,21 +218,38 @@ async fn the_admin_api_is_for_admins_and_disabling_stops_a_user() {
     let api = Api::new(daemon.base_url());
     let admin = api.user("root", PW).await;
     let bob = api.user_with_key("bob", KEY).await;
-    let bob_id = bob.get("/api/auth/me").await.body["id"].as_str().unwrap().to_owned();
+    let bob_id = bob.get("/api/auth/me").await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
-    for path in ["/api/admin/users", "/api/admin/sessions", "/api/admin/daemon"] {
+    for path in [
+        "/api/admin/users",
+        "/api/admin/sessions",
+        "/api/admin/daemon",
+    ] {
         bob.get(path).await.expect_error(403, "admin_only");
     }
-    bob.post(&format!("/api/admin/users/{bob_id}/disable"), json!({})).await.expect_error(403, "admin_only");
+    bob.post(&format!("/api/admin/users/{bob_id}/disable"), json!({}))
+        .await
+        .expect_error(403, "admin_only");
 
     let session = bob.new_session("demo").await;
-    let mut ws = Connect::bearer(&daemon.base_url(), &session, bob.token.as_deref().unwrap()).open().await;
+    let mut ws = Connect::bearer(&daemon.base_url(), &session, bob.token.as_deref().unwrap())
+        .open()
+        .await;
     ws.say("Hello").await;
     ws.until_result().await;
     let pid = bob.session(&session).await["pid"].as_u64().unwrap() as u32;
 
     let users = admin.get("/api/admin/users").await.expect(200).body;
-    let row = users.as_array().unwrap().iter().find(|u| u["username"] == "bob").unwrap().clone();
+    let row = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["username"] == "bob")
+        .unwrap()
+        .clone();
     assert_eq!(row["credential"], "api_key");
     let sessions = admin.get("/api/admin/sessions").await.expect(200).body;
     let row = &sessions.as_array().unwrap()[0];
@@ -187,21 +261,48 @@ async fn the_admin_api_is_for_admins_and_disabling_stops_a_user() {
     assert_eq!(info["version"], env!("CARGO_PKG_VERSION"));
     assert!(info["config"]["server"].is_object());
 
-    admin.post(&format!("/api/admin/users/{bob_id}/disable"), json!({})).await.expect(204);
-    assert!(!process_alive(pid), "bob's child was stopped before the answer");
-    bob.get("/api/auth/me").await.expect_error(401, "unauthenticated");
+    admin
+        .post(&format!("/api/admin/users/{bob_id}/disable"), json!({}))
+        .await
+        .expect(204);
+    assert!(
+        !process_alive(pid),
+        "bob's child was stopped before the answer"
+    );
+    bob.get("/api/auth/me")
+        .await
+        .expect_error(401, "unauthenticated");
     let logs = daemon.logs.text();
     assert!(
-        logs.lines().any(|l| l.contains("admin action") && l.contains("user.disable") && l.contains(&bob_id)),
+        logs.lines().any(|l| l.contains("admin action")
+            && l.contains("user.disable")
+            && l.contains(&bob_id)),
         "audit event"
     );
-    admin.post(&format!("/api/admin/users/{bob_id}/enable"), json!({})).await.expect(204);
+    admin
+        .post(&format!("/api/admin/users/{bob_id}/enable"), json!({}))
+        .await
+        .expect(204);
     api.login("bob", PW).await.expect(200);
 
-    admin.delete(&format!("/api/admin/users/{bob_id}")).await.expect(204);
-    api.login("bob", PW).await.expect_error(401, "invalid_credentials");
-    assert!(admin.get("/api/admin/sessions").await.body.as_array().unwrap().is_empty());
-    assert!(!env.data_dir().join(format!("workspace/users/{bob_id}")).exists());
+    admin
+        .delete(&format!("/api/admin/users/{bob_id}"))
+        .await
+        .expect(204);
+    api.login("bob", PW)
+        .await
+        .expect_error(401, "invalid_credentials");
+    assert!(admin
+        .get("/api/admin/sessions")
+        .await
+        .body
+        .as_array()
+        .unwrap()
+        .is_empty());
+    assert!(!env
+        .data_dir()
+        .join(format!("workspace/users/{bob_id}"))
+        .exists());
 }
 
 #[tokio::test]
@@ -210,9 +311,17 @@ async fn sighup_changes_the_log_level_without_dropping_sessions() {
     let mut env = TestEnv::new().with_fake_cli(&mock);
     env.set("log.level", "info");
     let daemon = env.start();
-    let alice = Api::new(daemon.base_url()).user_with_key("alice", KEY).await;
+    let alice = Api::new(daemon.base_url())
+        .user_with_key("alice", KEY)
+        .await;
     let session = alice.new_session("demo").await;
-    let mut ws = Connect::bearer(&daemon.base_url(), &session, alice.token.as_deref().unwrap()).open().await;
+    let mut ws = Connect::bearer(
+        &daemon.base_url(),
+        &session,
+        alice.token.as_deref().unwrap(),
+    )
+    .open()
+    .await;
     ws.say("Hello").await;
     ws.until_result().await;
     let pid = alice.session(&session).await["pid"].as_u64().unwrap();
@@ -224,18 +333,34 @@ async fn sighup_changes_the_log_level_without_dropping_sessions() {
     daemon.signal(Signal::SIGHUP);
     let line = daemon
         .logs
-        .wait_for(Duration::from_secs(10), |lines| lines.iter().find(|l| l.contains("configuration reloaded")).cloned())
+        .wait_for(Duration::from_secs(10), |lines| {
+            lines
+                .iter()
+                .find(|l| l.contains("configuration reloaded"))
+                .cloned()
+        })
         .expect("reload logged");
-    assert!(line.contains("log.level") && line.contains("server.listen"), "{line}");
+    assert!(
+        line.contains("log.level") && line.contains("server.listen"),
+        "{line}"
+    );
 
     // The old socket and child carry on; debug lines now appear.
     ws.say("Hello again").await;
     ws.until_result().await;
     assert_eq!(alice.session(&session).await["pid"].as_u64().unwrap(), pid);
-    let _second = Connect::bearer(&daemon.base_url(), &session, alice.token.as_deref().unwrap()).open().await;
+    let _second = Connect::bearer(
+        &daemon.base_url(),
+        &session,
+        alice.token.as_deref().unwrap(),
+    )
+    .open()
+    .await;
     daemon
         .logs
-        .wait_for(Duration::from_secs(10), |lines| lines.iter().find(|l| l.contains("DEBUG")).cloned())
+        .wait_for(Duration::from_secs(10), |lines| {
+            lines.iter().find(|l| l.contains("DEBUG")).cloned()
+        })
         .expect("debug logging after SIGHUP");
 }
 
@@ -250,23 +375,38 @@ async fn json_logs_at_debug_are_json_and_hold_no_secret() {
     let alice = api.user_with_key("alice", KEY).await;
     let token = alice.token.clone().unwrap();
     let session = alice.new_session("demo").await;
-    let mut ws = Connect::bearer(&daemon.base_url(), &session, &token).open().await;
+    let mut ws = Connect::bearer(&daemon.base_url(), &session, &token)
+        .open()
+        .await;
     ws.say("Hello").await;
     ws.until_result().await;
-    alice.get("/api/claude/auth/oauth/callback?code=SECRET-code&state=SECRET-state").await;
+    alice
+        .get("/api/claude/auth/oauth/callback?code=SECRET-code&state=SECRET-state")
+        .await;
     alice.post("/api/auth/logout", json!({})).await.expect(204);
     assert_eq!(daemon.stop().code(), Some(0));
     let logs = daemon.logs.text();
     let mut lines = 0;
     for line in logs.lines() {
-        let value: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-        assert!(value["level"].is_string() && value["fields"].is_object(), "{line}");
+        let value: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            value["level"].is_string() && value["fields"].is_object(),
+            "{line}"
+        );
         lines += 1;
     }
     assert!(lines > 20, "debug logs of a whole flow");
     assert!(logs.contains("\"request_id\""), "request ids on HTTP lines");
-    assert!(logs.contains("\"session_id\""), "session ids on session lines");
-    assert_text_free_of("the JSON logs", &logs, &[KEY, PW, &token, "SECRET-code", "SECRET-state"]);
+    assert!(
+        logs.contains("\"session_id\""),
+        "session ids on session lines"
+    );
+    assert_text_free_of(
+        "the JSON logs",
+        &logs,
+        &[KEY, PW, &token, "SECRET-code", "SECRET-state"],
+    );
 }
 
 #[tokio::test]
@@ -277,8 +417,14 @@ async fn tls_serves_https_with_secure_cookies() {
     std::fs::write(dir.path().join("cert.pem"), &cert_pem).unwrap();
     std::fs::write(dir.path().join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
     let mut env = TestEnv::new();
-    env.set("tls.cert_file", dir.path().join("cert.pem").to_str().unwrap().to_owned());
-    env.set("tls.key_file", dir.path().join("key.pem").to_str().unwrap().to_owned());
+    env.set(
+        "tls.cert_file",
+        dir.path().join("cert.pem").to_str().unwrap().to_owned(),
+    );
+    env.set(
+        "tls.key_file",
+        dir.path().join("key.pem").to_str().unwrap().to_owned(),
+    );
     let daemon = env.start();
     assert!(daemon.logs.text().contains("listening on https://"));
     let client = reqwest::Client::builder()
@@ -287,14 +433,19 @@ async fn tls_serves_https_with_secure_cookies() {
         .build()
         .unwrap();
     let base = format!("https://localhost:{}", daemon.addr.port());
-    let api = Api { base: base.clone(), token: None, http: client };
+    let api = Api {
+        base: base.clone(),
+        token: None,
+        http: client,
+    };
     api.get("/healthz").await.expect(200);
     api.register("alice", PW).await.expect(201);
     let login = api.login("alice", PW).await.expect(200);
     let cookie = login.headers["set-cookie"].to_str().unwrap();
     assert!(cookie.contains("Secure"), "{cookie}");
     // Plain HTTP on the TLS port gets nowhere.
-    assert!(reqwest::get(format!("http://{}/healthz", daemon.addr)).await.map(|r| r.status().is_success()).unwrap_or(false) == false);
+    let plain = reqwest::get(format!("http://{}/healthz", daemon.addr)).await;
+    assert!(!plain.is_ok_and(|r| r.status().is_success()));
 }
 
 #[tokio::test]
@@ -304,17 +455,26 @@ async fn startup_errors_say_what_to_fix() {
     env.set("server.listen", taken.local_addr().unwrap().to_string());
     let (status, output) = env.try_start().err().expect("port in use");
     assert_eq!(status.and_then(|s| s.code()), Some(1));
-    assert!(output.contains("cannot listen on") && output.contains("server.listen"), "{output}");
+    assert!(
+        output.contains("cannot listen on") && output.contains("server.listen"),
+        "{output}"
+    );
 
     let mut env = TestEnv::new();
     let file = env.dir.path().join("a-file");
     std::fs::write(&file, "x").unwrap();
-    env.set("storage.data_dir", file.join("data").to_str().unwrap().to_owned());
+    env.set(
+        "storage.data_dir",
+        file.join("data").to_str().unwrap().to_owned(),
+    );
     let (_, output) = env.try_start().err().expect("unusable data dir");
     assert!(output.contains("cannot create data directory"), "{output}");
 
     let mut env = TestEnv::new();
     env.set("tls.cert_file", "/nonexistent/cert.pem");
     let (_, output) = env.try_start().err().expect("bad tls setting");
-    assert!(output.contains("tls.key_file") || output.contains("tls.cert_file"), "{output}");
+    assert!(
+        output.contains("tls.key_file") || output.contains("tls.cert_file"),
+        "{output}"
+    );
 }

@@ -146,7 +146,9 @@ impl TestEnv {
         let found = logs.wait_for(START_DEADLINE, |lines| {
             lines.iter().find_map(|l| {
                 let rest = l.split("listening on ").nth(1)?;
-                let rest = rest.strip_prefix("https://").or_else(|| rest.strip_prefix("http://"))?;
+                let rest = rest
+                    .strip_prefix("https://")
+                    .or_else(|| rest.strip_prefix("http://"))?;
                 let addr: String = rest
                     .chars()
                     .take_while(|c| !c.is_whitespace() && *c != '"')
