@@ -13,3 +13,4 @@ mod log_hygiene;
 mod mock_api_cli;
 mod mock_api_http;
 mod sessions_cli;
+mod sessions_http;
