@@ -143,7 +143,7 @@ pub(crate) fn json_config(limit: usize) -> web::JsonConfig {
         })
 }
 
-async fn not_found() -> HttpResponse {
+pub(crate) async fn not_found() -> HttpResponse {
     json_error(StatusCode::NOT_FOUND, "not_found", "no such resource")
 }
 

@@ -26,8 +26,9 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig, max_message_bytes: usize) 
         .route("/api/sessions/{id}", web::delete().to(delete_session))
         .service(
             web::resource("/api/sessions/{id}/messages")
-                // A message may carry images: its own, larger body limit (plus JSON framing).
-                .app_data(super::json_config(max_message_bytes + 1024))
+                // A message may carry images: its own, larger body limit. The whole body counts,
+                // as the whole message does on a socket, so both ways share one cap.
+                .app_data(super::json_config(max_message_bytes))
                 .route(web::post().to(send_message)),
         )
         .route("/api/sessions/{id}/interrupt", web::post().to(interrupt));

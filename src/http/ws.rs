@@ -55,10 +55,13 @@ async fn connect(
     req: HttpRequest,
     body: web::Payload,
     path: web::Path<String>,
-    query: web::Query<Query>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Error> {
     let authed = authenticate(&req, &state).await?;
+    // Parsed only once the caller is known: a request without credentials gets 401 whatever
+    // its query, so `?token=…` reads as what it is, an unauthenticated request.
+    let query = web::Query::<Query>::from_query(req.query_string())
+        .map_err(|e| Error::bad_request("invalid_query", e.to_string()))?;
     // Browsers always send Origin on WebSocket upgrades; a cookie alone is not enough.
     check_origin(&req, &state, authed.via == AuthVia::Cookie)?;
     let addr = super::sessions::find(&state, &authed, &path).await?;

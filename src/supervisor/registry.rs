@@ -367,25 +367,28 @@ impl Handler<AcquireChild> for Registry {
         let session_id = msg.session_id;
         // Reserve the slot now, before any await, so concurrent requests cannot overbook.
         let need_room = self.children.len() >= limit;
-        let mut victims: Vec<(Instant, Addr<Session>)> = Vec::new();
+        let mut victims: Vec<(Instant, String, Addr<Session>)> = Vec::new();
         if need_room {
             victims = self
                 .children
                 .iter()
                 .filter(|(id, _)| **id != session_id)
-                .filter_map(|(id, at)| self.sessions.get(id).map(|e| (*at, e.addr.clone())))
+                .filter_map(|(id, at)| {
+                    let entry = self.sessions.get(id)?;
+                    Some((*at, id.clone(), entry.addr.clone()))
+                })
                 .collect();
-            victims.sort_by_key(|(at, _)| *at);
+            victims.sort_by_key(|(at, _, _)| *at);
         } else {
             self.children.insert(session_id.clone(), Instant::now());
         }
         let evict = async move {
-            for (_, addr) in victims {
+            for (granted_at, id, addr) in victims {
                 if addr.send(EvictIfIdle).await.unwrap_or(false) {
-                    return true;
+                    return Some((id, granted_at));
                 }
             }
-            false
+            None
         };
         let (keeper, workspace) = (self.keeper.clone(), self.workspace.clone());
         let subscription_login = self.cfg.settings.get().claude_auth.subscription_login;
@@ -398,7 +401,16 @@ impl Handler<AcquireChild> for Registry {
                     if !need_room {
                         return Ok(());
                     }
-                    if evicted && act.children.len() < limit && !act.shutting_down {
+                    if let Some((id, granted_at)) = &evicted {
+                        // EvictIfIdle answers once the child has been reaped, but the
+                        // ChildReleased it sent before comes through the mailbox and may not
+                        // have been handled yet: free that slot here. Only that grant (same
+                        // time): if the session already got a new one, it stays.
+                        if act.children.get(id) == Some(granted_at) {
+                            act.children.remove(id);
+                        }
+                    }
+                    if evicted.is_some() && act.children.len() < limit && !act.shutting_down {
                         act.children.insert(reserve_id, Instant::now());
                         return Ok(());
                     }

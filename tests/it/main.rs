@@ -17,3 +17,4 @@ mod operations;
 mod providers;
 mod sessions_cli;
 mod sessions_fake;
+mod sessions_http;

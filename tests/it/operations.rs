@@ -66,6 +66,7 @@ async fn systemd_hears_ready_after_bind_then_watchdog_then_stopping() {
     env.env
         .push(("NOTIFY_SOCKET".into(), notify.path.to_str().unwrap().into()));
     env.env.push(("WATCHDOG_USEC".into(), "400000".into()));
+    env.watchdog_pid = true;
     let mut daemon = env.start();
     let first = notify.until("READY=1", Duration::from_secs(10));
     assert!(first.iter().all(|m| !m.contains("STOPPING")), "{first:?}");

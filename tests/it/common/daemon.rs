@@ -34,6 +34,9 @@ pub struct TestEnv {
     pub env: Vec<(String, String)>,
     /// `--master-key-file`, if any.
     pub master_key_file: Option<PathBuf>,
+    /// Start through `sh -c 'WATCHDOG_PID=$$ exec …'`, as systemd sets `WATCHDOG_PID` to the
+    /// main process's own pid.
+    pub watchdog_pid: bool,
 }
 
 impl TestEnv {
@@ -44,6 +47,7 @@ impl TestEnv {
             config: BTreeMap::new(),
             env: Vec::new(),
             master_key_file: None,
+            watchdog_pid: false,
         };
         env.set("server.listen", "127.0.0.1:0");
         env.set(
@@ -97,7 +101,13 @@ impl TestEnv {
     /// A `sashad` command with this env's config, key and environment (cleared of the
     /// test runner's `SASHAD_*` and `RUST_LOG`).
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(sashad_bin());
+        let mut cmd = if self.watchdog_pid {
+            let mut sh = Command::new("/bin/sh");
+            sh.args(["-c", "WATCHDOG_PID=$$ exec \"$0\" \"$@\""]).arg(sashad_bin());
+            sh
+        } else {
+            Command::new(sashad_bin())
+        };
         cmd.arg("--config").arg(self.config_path());
         if let Some(key) = &self.master_key_file {
             cmd.arg("--master-key-file").arg(key);

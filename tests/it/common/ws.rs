@@ -263,3 +263,35 @@ pub fn summarize(frames: &[Value]) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// Raw access, for protocol tests: frames the JSON helpers above cannot express (fragments,
+/// binary, oversized) and control frames they skip (pings).
+impl Socket {
+    /// Sends any message as is, including `Message::Frame` (a raw frame, e.g. one fragment).
+    pub async fn send_message(&mut self, message: Message) {
+        self.stream.send(message).await.unwrap();
+    }
+
+    /// The next message of any kind, pings included (reading is also what sends the automatic
+    /// pongs). Text frames are parsed into `frames` too, a close frame sets `closed`. `None`
+    /// once the socket is closed or the deadline passed.
+    pub async fn next_message(&mut self, deadline: Duration) -> Option<Message> {
+        let message = match tokio::time::timeout(deadline, self.stream.next()).await {
+            Err(_) | Ok(None) | Ok(Some(Err(_))) => return None,
+            Ok(Some(Ok(m))) => m,
+        };
+        match &message {
+            Message::Text(text) => {
+                let value: Value = serde_json::from_str(text.as_str()).expect("frames are JSON");
+                self.frames.push(value);
+            }
+            Message::Close(frame) => {
+                self.closed = Some(frame.as_ref().map_or((1005, String::new()), |f| {
+                    (u16::from(f.code), f.reason.to_string())
+                }));
+            }
+            _ => {}
+        }
+        Some(message)
+    }
+}
