@@ -70,7 +70,8 @@ pub struct Prepared {
 ///
 /// Errors name what to fix: a data directory in use, a damaged store, a key file with the wrong
 /// mode or length, or a key that is not the store's.
-pub fn prepare(settings: Settings, key_options: &KeyOptions) -> anyhow::Result<Prepared> {
+pub fn prepare(mut settings: Settings, key_options: &KeyOptions) -> anyhow::Result<Prepared> {
+    absolutize_paths(&mut settings)?;
     let data_dir = settings.storage.data_dir.clone();
     let store = Store::open(&data_dir)
         .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
@@ -86,6 +87,24 @@ pub fn prepare(settings: Settings, key_options: &KeyOptions) -> anyhow::Result<P
         keyring,
         key_source,
     })
+}
+
+/// Makes the paths children use absolute. A child runs in its project folder, so a relative
+/// HOME or CLI path (`./data`, `tools/claude/…`, the defaults of `make run`) would resolve
+/// against the project, not against where the daemon started.
+fn absolutize_paths(settings: &mut Settings) -> anyhow::Result<()> {
+    let absolute = |p: &std::path::Path| {
+        std::path::absolute(p).with_context(|| format!("cannot make {} absolute", p.display()))
+    };
+    settings.storage.data_dir = absolute(&settings.storage.data_dir)?;
+    if let Some(dir) = &settings.storage.workspace_dir {
+        settings.storage.workspace_dir = Some(absolute(dir)?);
+    }
+    // A bare name (`claude`) is looked up on PATH; only a path with a slash is relative.
+    if settings.claude.binary.components().count() > 1 && settings.claude.binary.is_relative() {
+        settings.claude.binary = absolute(&settings.claude.binary)?;
+    }
+    Ok(())
 }
 
 /// Binds the configured address, with an error that says what to change.

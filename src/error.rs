@@ -163,6 +163,7 @@ impl Error {
                     | S::CredentialsExpired(_)
                     | S::SubscriptionDisabled
                     | S::NotBusy
+                    | S::Stopped
                     | S::Failed(_) => StatusCode::CONFLICT,
                     S::Limit(..) | S::QueueFull => StatusCode::TOO_MANY_REQUESTS,
                     S::SpawnFailed(_) | S::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,

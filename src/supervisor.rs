@@ -101,6 +101,9 @@ pub enum SessionError {
     /// The daemon is stopping.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The session was stopped (deleted, credential removed, admin) before the message ran.
+    #[error("the session was stopped before this message ran")]
+    Stopped,
     /// The store failed.
     #[error("store: {0}")]
     Store(String),
@@ -123,6 +126,7 @@ impl SessionError {
             Self::CredentialUnreadable => "credential_unreadable",
             Self::InvalidMessage(_) => "invalid_message",
             Self::ShuttingDown => "shutting_down",
+            Self::Stopped => "stopped",
             Self::Store(_) => "internal",
         }
     }

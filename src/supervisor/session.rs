@@ -116,6 +116,26 @@ struct LiveChild {
     started_at: i64,
 }
 
+/// A message waiting for its turn.
+struct Queued {
+    content: Value,
+    /// Whether its `user` echo went out. A message that waits for a new child is echoed only
+    /// once the child is up, so no tab ever shows a message that a refused start never ran.
+    echoed: bool,
+    /// The sender waiting for the echo's `seq` (messages that needed a new child).
+    reply: Option<oneshot::Sender<Result<u64, SessionError>>>,
+}
+
+impl Queued {
+    fn echoed(content: Value) -> Self {
+        Self {
+            content,
+            echoed: true,
+            reply: None,
+        }
+    }
+}
+
 struct Turn {
     /// The message this turn answers, kept to send it again after a credential refresh.
     content: Value,
@@ -136,11 +156,10 @@ pub struct Session {
     child_generation: u64,
     ring: ReplayRing,
     fanout: Fanout,
-    queue: VecDeque<Value>,
+    queue: VecDeque<Queued>,
     turn: Option<Turn>,
     failures: VecDeque<Instant>,
     last_failure: Option<String>,
-    start_waiters: Vec<oneshot::Sender<Result<(), SessionError>>>,
     stop_waiters: Vec<oneshot::Sender<()>>,
     stop_reason: Option<StopReason>,
     credential_stale: bool,
@@ -178,7 +197,6 @@ impl Session {
             turn: None,
             failures: VecDeque::new(),
             last_failure: None,
-            start_waiters: Vec::new(),
             stop_waiters: Vec::new(),
             stop_reason: None,
             credential_stale: false,
@@ -260,13 +278,45 @@ impl Session {
 
     // ---- turns ----
 
-    /// Accepts a message: echoes it to every tab and queues it.
+    /// Accepts a message for a child that runs: echoes it to every tab and queues it.
     fn accept(&mut self, content: Value) -> u64 {
+        let seq = self.echo(&content);
+        self.queue.push_back(Queued::echoed(content));
+        seq
+    }
+
+    fn echo(&mut self, content: &Value) -> u64 {
         let seq = self.ring.next_seq();
-        self.emit(seq, frame::user(seq, &content));
-        self.queue.push_back(content);
+        self.emit(seq, frame::user(seq, content));
         self.record.last_active = now();
         seq
+    }
+
+    /// A child is up: the messages that waited for it are echoed now, in order, and their
+    /// senders learn their `seq`.
+    fn echo_waiting(&mut self) {
+        let mut queue = std::mem::take(&mut self.queue);
+        for item in queue.iter_mut().filter(|q| !q.echoed) {
+            let seq = self.echo(&item.content);
+            item.echoed = true;
+            if let Some(reply) = item.reply.take() {
+                let _ = reply.send(Ok(seq));
+            }
+        }
+        self.queue = queue;
+    }
+
+    /// Drops every waiting message, telling their senders `error`. Returns how many had been
+    /// echoed (and so were visible to the tabs).
+    fn drop_queue(&mut self, error: &SessionError) -> usize {
+        let mut visible = 0;
+        for item in self.queue.drain(..) {
+            visible += usize::from(item.echoed);
+            if let Some(reply) = item.reply {
+                let _ = reply.send(Err(error.clone()));
+            }
+        }
+        visible
     }
 
     /// Hands the next queued message to an idle child, or restarts a child whose credential
@@ -283,7 +333,7 @@ impl Session {
             return;
         }
         let Some(child) = &self.child else { return };
-        let Some(content) = self.queue.pop_front() else {
+        let Some(Queued { content, .. }) = self.queue.pop_front() else {
             return;
         };
         match child.handle.write(protocol::user_message(&content)) {
@@ -300,7 +350,7 @@ impl Session {
             Err(e) => {
                 // The child is going away; its exit handling restarts it for this message.
                 tracing::debug!(session_id = %self.record.id, error = %e, "cannot write to child");
-                self.queue.push_front(content);
+                self.queue.push_front(Queued::echoed(content));
             }
         }
     }
@@ -469,7 +519,7 @@ impl Session {
                     .map(move |result, act, ctx| match result {
                         Ok(Ok(_generation)) => {
                             // Sent again, first in line, once the new child (with --resume) is up.
-                            act.queue.push_front(content);
+                            act.queue.push_front(Queued::echoed(content));
                             act.pump(ctx);
                         }
                         Ok(Err(e)) => act.emit_error("credentials_expired", &e.to_string()),
@@ -625,25 +675,19 @@ impl Session {
                 act.finish_exit_if_done(ctx);
             }
         }));
-        for waiter in self.start_waiters.drain(..) {
-            let _ = waiter.send(Ok(()));
-        }
         self.set_state(SessionState::Idle, Some(json!({ "pid": pid })));
+        self.echo_waiting();
         self.pump(ctx);
     }
 
     /// Starting failed: tell every waiter and every tab; queued messages are not sent.
     fn fail_start(&mut self, error: SessionError, state: SessionState) {
-        let dropped = self.queue.len();
-        self.queue.clear();
+        let dropped = self.drop_queue(&error);
         let mut message = error.to_string();
         if dropped > 0 {
             message.push_str(&format!(" ({dropped} waiting message(s) not sent)"));
         }
         self.emit_error(error.code(), &message);
-        for waiter in self.start_waiters.drain(..) {
-            let _ = waiter.send(Err(error.clone()));
-        }
         self.set_state(state, None);
     }
 
@@ -713,6 +757,11 @@ impl Session {
                         "duringTurn": interrupted_turn,
                     })),
                 );
+                if !self.budget_left() {
+                    // Say so now, not when the next message comes.
+                    let reason = self.last_failure.clone().unwrap_or_default();
+                    self.fail_start(SessionError::Failed(reason), SessionState::Failed);
+                }
             }
         }
         for waiter in self.stop_waiters.drain(..) {
@@ -850,13 +899,17 @@ impl Handler<SendMessage> for Session {
             | SessionState::Exited
             | SessionState::Failed => true,
         };
-        let seq = self.accept(msg.content);
         if !needs_new_child {
+            let seq = self.accept(msg.content);
             self.pump(ctx);
             return ready(Ok(seq));
         }
         let (tx, rx) = oneshot::channel();
-        self.start_waiters.push(tx);
+        self.queue.push_back(Queued {
+            content: msg.content,
+            echoed: false,
+            reply: Some(tx),
+        });
         if self.child.is_none() {
             self.start_child(ctx);
         } else {
@@ -864,9 +917,7 @@ impl Handler<SendMessage> for Session {
             self.pump(ctx);
         }
         Box::pin(
-            async move { rx.await.unwrap_or(Err(SessionError::ShuttingDown)) }
-                .into_actor(self)
-                .map(move |result, _act, _ctx| result.map(|()| seq)),
+            async move { rx.await.unwrap_or(Err(SessionError::ShuttingDown)) }.into_actor(self),
         )
     }
 }
@@ -968,12 +1019,11 @@ impl Handler<Stop> for Session {
         if matches!(msg.reason, StopReason::Delete | StopReason::Shutdown) {
             self.closing = true;
         }
-        if !self.queue.is_empty() {
-            let n = self.queue.len();
-            self.queue.clear();
+        let visible = self.drop_queue(&SessionError::Stopped);
+        if visible > 0 {
             self.emit_error(
                 "stopped",
-                &format!("the session was stopped; {n} waiting message(s) not sent"),
+                &format!("the session was stopped; {visible} waiting message(s) not sent"),
             );
         }
         if self.child.is_none() {

@@ -103,7 +103,8 @@ impl TestEnv {
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = if self.watchdog_pid {
             let mut sh = Command::new("/bin/sh");
-            sh.args(["-c", "WATCHDOG_PID=$$ exec \"$0\" \"$@\""]).arg(sashad_bin());
+            sh.args(["-c", "WATCHDOG_PID=$$ exec \"$0\" \"$@\""])
+                .arg(sashad_bin());
             sh
         } else {
             Command::new(sashad_bin())
