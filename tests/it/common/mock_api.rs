@@ -20,9 +20,83 @@
 //! - `POST /v1/messages/count_tokens`: a rough count, in case a client asks.
 //! - `HEAD|GET /api/hello`: the CLI's connectivity probe (sent only when nonessential traffic is
 //!   allowed); 200.
+//! - `GET /oauth/authorize`, `GET /oauth/code`, `POST /oauth/token`: an OAuth 2.0 provider; see
+//!   "OAuth 2.0 provider" below.
 //! - Anything else: 404 `not_found_error`, recorded like every other request, so a test can see
-//!   that a client called something unexpected. OAuth authorize and token endpoints (issue
-//!   "Claude sign-in") belong in `routes`, next to the others, with their state in `Inner`.
+//!   that a client called something unexpected.
+//!
+//! # OAuth 2.0 provider
+//!
+//! The authorization code grant with PKCE (RFC 6749 §4.1, RFC 7636 S256 only) and refresh
+//! (RFC 6749 §6), for sashad's OAuth bridge. There is one client, [`OAuthConfig::client_id`]
+//! (default [`OAUTH_CLIENT_ID`]), public unless a secret is configured. Point sashad at
+//! [`MockApi::authorize_url`] and [`MockApi::token_url`]. The user is imaginary and clicks
+//! "Allow" at once, so the authorization endpoint answers straight away; a test plays the
+//! browser with [`MockApi::authorize`] (or any HTTP client).
+//!
+//! `GET /oauth/authorize?response_type=code&client_id&redirect_uri&scope&state&code_challenge&
+//! code_challenge_method=S256`:
+//! - A missing or unknown `client_id`, or a missing, relative, non-http(s), fragment-carrying or
+//!   (when [`OAuthConfig::redirect_uris`] is set) unregistered `redirect_uri`: 400 HTML page
+//!   with `<p id="error">` and `<p id="error_description">`, and no redirect (RFC 6749
+//!   §4.1.2.1).
+//! - Other errors are sent to the redirect URI as `?error=…&error_description=…&state=…` with a
+//!   302 (RFC 6749 §4.1.2.1): a repeated parameter or a missing `response_type` →
+//!   `invalid_request`; another `response_type` → `unsupported_response_type`; no
+//!   `code_challenge` (RFC 7636 §4.4.1), a method other than `S256` (none means `plain`, which
+//!   is refused), or a challenge that is not 43 base64url characters → `invalid_request`; a
+//!   malformed `scope` → `invalid_scope`; [`OAuthConfig::deny_authorize`] →
+//!   [`OAuthConfig::deny_error`] (`access_denied`) with [`OAuthConfig::error_description`].
+//! - Otherwise: 302 to `redirect_uri?code=<code>&state=<state>`, the redirect URI's own query
+//!   kept (RFC 6749 §4.1.2). `state` is echoed when sent and not required. The code is bound to
+//!   the client, the redirect URI, the challenge and the scope (the request's, else
+//!   [`OAuthConfig::default_scope`]), and expires after [`OAuthConfig::code_ttl`].
+//!
+//! Paste mode, the way Claude Code signs in on a remote machine: the client uses
+//! [`MockApi::paste_redirect_uri`] (`<base>/oauth/code`) as its redirect URI. The provider
+//! redirects there like anywhere else, and `GET /oauth/code?code&state` is the provider's page
+//! showing `<pre id="code">code#state</pre>` (HTML-escaped) for the user to copy into the
+//! client; with `?error=` it shows the error like the page above. The client then exchanges
+//! the code with `redirect_uri=<base>/oauth/code`.
+//!
+//! `POST /oauth/token`, `application/x-www-form-urlencoded` (RFC 6749 §4.1.3, §6). Answers are
+//! JSON with `Cache-Control: no-store` (RFC 6749 §5.1): `{access_token, token_type: "Bearer",
+//! expires_in, refresh_token, scope}`, or `{error, error_description}` (RFC 6749 §5.2) with 400,
+//! or 401 and `WWW-Authenticate: Basic` for `invalid_client`. Checks, in order:
+//! - [`OAuthConfig::token_endpoint_status`] set: that status, `server_error`, whatever was sent.
+//! - Another content type, a non-UTF-8 body or a repeated parameter: `invalid_request`.
+//! - Client authentication (RFC 6749 §2.3.1): `Authorization: Basic` with the form-encoded id
+//!   and secret, or `client_id` (and `client_secret`) in the body. Both Basic and a body
+//!   secret: `invalid_request`. No client id, an unknown one, a Basic id that differs from the
+//!   body's, a wrong or missing secret when [`OAuthConfig::client_secret`] is set, or a
+//!   non-empty secret when it is not: `invalid_client`.
+//! - No `grant_type`: `invalid_request`; one other than the two below:
+//!   `unsupported_grant_type`.
+//! - `authorization_code`: a missing `code`, `redirect_uri` or `code_verifier`, or a verifier
+//!   that is not 43 to 128 characters of `[A-Za-z0-9-._~]` (RFC 7636 §4.1): `invalid_request`.
+//!   Then `invalid_grant` for a code that is unknown, issued to another client, already
+//!   presented, or expired, a `redirect_uri` that is not the authorization request's, or a
+//!   verifier whose S256 is not the challenge (RFC 7636 §4.6). A code gets one attempt: once
+//!   presented it is spent, even if the exchange failed. Presenting a code again also revokes
+//!   the tokens issued with it (RFC 6749 §4.1.2).
+//! - `refresh_token`: a missing `refresh_token`: `invalid_request`. An unknown, rotated-away
+//!   or revoked refresh token, or one issued to another client: `invalid_grant`. A `scope`
+//!   beyond the original grant: `invalid_scope`. Otherwise a new access token, and (with
+//!   [`OAuthConfig::rotate_refresh_tokens`], the default) a new refresh token, the presented
+//!   one becoming `invalid_grant` at once. [`OAuthConfig::refresh_delay`] holds the answer
+//!   back; the rotation happens on arrival, so concurrent refreshes with one token are visible
+//!   in [`MockApi::token_requests`] at once and all but the first fail.
+//!
+//! Access tokens look like `sk-ant-oat01-mock-…` and refresh tokens like `sk-ant-ort01-mock-…`.
+//! `POST /v1/messages` still accepts any credential, and an access token the provider issued
+//! until it expires ([`OAuthConfig::access_token_ttl`], or [`MockApi::expire_access_token`]),
+//! then answers 401 `authentication_error` [`OAUTH_EXPIRED_MESSAGE`] as the real API does, or
+//! after it is revoked (a code presented twice) [`OAUTH_REVOKED_MESSAGE`]. A behaviour set with
+//! [`MockApi::set_messages_behavior`] for the token wins. [`MockApi::revoke_refresh_tokens`]
+//! and [`MockApi::revoke_refresh_token`] make refresh answer `invalid_grant`, as when the user
+//! signs out or the provider revokes a sign-in. [`MockApi::authorize_requests`],
+//! [`MockApi::token_requests`] (grant type, client authentication, parameters, outcome) and
+//! [`MockApi::issued_access_tokens`] tell a test what happened.
 //!
 //! # Markers (in the last `user` message's text, `<system-reminder>` blocks left out)
 //!
@@ -409,16 +483,29 @@ impl MockApi {
     where
         F: FnMut(&[RecordedRequest]) -> bool,
     {
+        self.wait_until(
+            |inner| cond(&inner.requests).then(|| inner.requests.clone()),
+            timeout,
+        )
+        .await
+    }
+
+    /// Waits until `check` returns something, re-checked after every change to the mock's
+    /// state, for at most `timeout`.
+    async fn wait_until<T>(
+        &self,
+        mut check: impl FnMut(&Inner) -> Option<T>,
+        timeout: Duration,
+    ) -> Result<T, WaitTimeout> {
         let start = Instant::now();
         let deadline = tokio::time::Instant::now() + timeout;
         // Subscribing before the first check means no change between check and wait is lost.
         let mut changes = self.state.changed.subscribe();
         loop {
-            {
-                let inner = self.state.lock();
-                if cond(&inner.requests) {
-                    return Ok(inner.requests.clone());
-                }
+            // A statement of its own, so the lock is released before the await below.
+            let found = check(&self.state.lock());
+            if let Some(found) = found {
+                return Ok(found);
             }
             match tokio::time::timeout_at(deadline, changes.changed()).await {
                 Ok(Ok(())) => {}
@@ -515,6 +602,7 @@ struct Inner {
     slow_interval: Duration,
     slow_words: usize,
     log_requests: bool,
+    oauth: OAuth,
 }
 
 impl Default for State {
@@ -527,6 +615,7 @@ impl Default for State {
                 slow_interval: SLOW_WORD_INTERVAL,
                 slow_words: SLOW_WORDS,
                 log_requests: false,
+                oauth: OAuth::default(),
             }),
             cond: Condvar::new(),
             changed: tokio::sync::watch::Sender::new(0),
@@ -630,17 +719,25 @@ fn describe(r: &RecordedRequest) -> String {
             " model={model} messages={} last_user={text:?}",
             r.messages().len()
         ));
+    } else if r.path == OAUTH_TOKEN_PATH {
+        // Never the code, verifier or tokens: the demo's log is for people to read.
+        let (form, _) = parse_form(&r.body_text);
+        let grant = form.get("grant_type").map_or("?", String::as_str);
+        line.push_str(&format!(" grant_type={grant}"));
     }
     line
 }
 
-/// Every route of the mock. New endpoints (OAuth authorize and token) go here.
+/// Every route of the mock.
 fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/models", web::get().to(list_models))
         .route("/v1/models/{id}", web::get().to(get_model))
         .route("/v1/messages", web::post().to(messages))
         .route("/v1/messages/count_tokens", web::post().to(count_tokens))
         .route("/api/hello", web::route().to(hello))
+        .route(OAUTH_AUTHORIZE_PATH, web::get().to(oauth_authorize))
+        .route(OAUTH_CODE_PAGE_PATH, web::get().to(oauth_code_page))
+        .route(OAUTH_TOKEN_PATH, web::post().to(oauth_token))
         .default_service(web::to(not_found));
 }
 
@@ -944,14 +1041,19 @@ async fn messages(req: HttpRequest, body: web::Bytes, state: Data) -> HttpRespon
         let resp = api_error(401, "x-api-key header is required");
         return state.answered(seq, resp);
     };
-    let (behavior, slow_interval, slow_words) = {
+    let (behavior, oauth_refusal, slow_interval, slow_words) = {
         let inner = state.lock();
         (
             inner.messages_behavior.get(credential).cloned(),
+            inner.oauth.messages_refusal(credential, Instant::now()),
             inner.slow_interval,
             inner.slow_words,
         )
     };
+    // A behaviour set for this credential wins over the provider's view of its own tokens.
+    if let (None, Some(message)) = (&behavior, oauth_refusal) {
+        return state.answered(seq, api_error(401, message));
+    }
     match behavior {
         Some(Behavior::Status(status)) => {
             let message = if status == 401 {
@@ -1135,6 +1237,1205 @@ fn full_message(id: &str, model: &str, reply: &Reply) -> String {
     };
     let message = wire::Message::new(id, model, content, Some(stop_reason), tokens);
     serde_json::to_string(&message).unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The OAuth 2.0 provider (see the module doc's "OAuth 2.0 provider" section).
+// ---------------------------------------------------------------------------------------------
+
+/// The client id the provider knows by default ([`OAuthConfig::client_id`]).
+pub const OAUTH_CLIENT_ID: &str = "sashad-test-client";
+/// The scope granted when an authorization request names none (RFC 6749 §3.3).
+pub const OAUTH_DEFAULT_SCOPE: &str = "user:profile user:inference";
+/// Path of the authorization endpoint (RFC 6749 §3.1).
+pub const OAUTH_AUTHORIZE_PATH: &str = "/oauth/authorize";
+/// Path of the token endpoint (RFC 6749 §3.2).
+pub const OAUTH_TOKEN_PATH: &str = "/oauth/token";
+/// Path of the provider's own "copy this code" page, the redirect URI of paste mode.
+pub const OAUTH_CODE_PAGE_PATH: &str = "/oauth/code";
+/// Default lifetime of an authorization code (RFC 6749 §4.1.2 recommends at most 10 minutes).
+pub const OAUTH_CODE_TTL: Duration = Duration::from_secs(60);
+/// Default lifetime of an access token; `expires_in` is its whole seconds.
+pub const OAUTH_ACCESS_TOKEN_TTL: Duration = Duration::from_secs(3600);
+/// The message of the 401 `authentication_error` that `POST /v1/messages` gives an expired
+/// access token, word for word as the real API gives it.
+pub const OAUTH_EXPIRED_MESSAGE: &str =
+    "OAuth token has expired. Please obtain a new token or refresh your existing token.";
+/// The message of the 401 `authentication_error` for an access token the provider revoked.
+pub const OAUTH_REVOKED_MESSAGE: &str = "Invalid authentication credentials";
+
+/// How the OAuth provider behaves; [`MockApi::set_oauth_config`] swaps it at any time, and it
+/// applies to the next request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OAuthConfig {
+    /// The one client the provider knows (default [`OAUTH_CLIENT_ID`]).
+    pub client_id: String,
+    /// `None` (default): a public client, identified by `client_id` in the token request body.
+    /// `Some`: a confidential client, which must authenticate at the token endpoint with HTTP
+    /// Basic or `client_secret` in the body (RFC 6749 §2.3.1).
+    pub client_secret: Option<String>,
+    /// Registered redirect URIs, compared as exact strings (RFC 6749 §3.1.2.3). Empty (default):
+    /// any absolute `http` or `https` URI without a fragment, because a test daemon's port is
+    /// known only once it runs.
+    pub redirect_uris: Vec<String>,
+    /// Granted when the authorization request has no `scope` (default [`OAUTH_DEFAULT_SCOPE`]).
+    pub default_scope: String,
+    /// Lifetime of an authorization code (default [`OAUTH_CODE_TTL`]; zero: expired at once).
+    pub code_ttl: Duration,
+    /// Lifetime of an access token (default [`OAUTH_ACCESS_TOKEN_TTL`]; zero: `expires_in: 0`
+    /// and expired at once). `POST /v1/messages` answers 401 to it after that.
+    pub access_token_ttl: Duration,
+    /// Whether a refresh rotates the refresh token (default `true`). With `false` the answer
+    /// has no `refresh_token` and the old one stays good (RFC 6749 §6 allows both).
+    pub rotate_refresh_tokens: bool,
+    /// Pause before answering a `refresh_token` grant (default zero). The refresh token is
+    /// checked and rotated on arrival, so concurrent refreshes with one token are each recorded
+    /// at once and all but the first get `invalid_grant`.
+    pub refresh_delay: Duration,
+    /// Answer every authorization request with an error on the redirect instead of a code, as
+    /// when the user clicks "Deny" (default `false`).
+    pub deny_authorize: bool,
+    /// The `error` of a denied authorization (default `access_denied`, RFC 6749 §4.1.2.1).
+    pub deny_error: String,
+    /// The `error_description` of a denied authorization; put HTML in it to check that a client
+    /// escapes what it shows.
+    pub error_description: String,
+    /// Make the token endpoint answer this HTTP status with `{"error":"server_error",…}` to every
+    /// request, before looking at it (default `None`): an outage, not a refusal.
+    pub token_endpoint_status: Option<u16>,
+}
+
+impl Default for OAuthConfig {
+    fn default() -> Self {
+        OAuthConfig {
+            client_id: OAUTH_CLIENT_ID.to_owned(),
+            client_secret: None,
+            redirect_uris: Vec::new(),
+            default_scope: OAUTH_DEFAULT_SCOPE.to_owned(),
+            code_ttl: OAUTH_CODE_TTL,
+            access_token_ttl: OAUTH_ACCESS_TOKEN_TTL,
+            rotate_refresh_tokens: true,
+            refresh_delay: Duration::ZERO,
+            deny_authorize: false,
+            deny_error: "access_denied".to_owned(),
+            error_description: "The user denied the request.".to_owned(),
+            token_endpoint_status: None,
+        }
+    }
+}
+
+/// One `GET /oauth/authorize` the provider received.
+#[derive(Clone, Debug)]
+pub struct AuthorizeRequest {
+    /// The [`RecordedRequest::seq`] of the same request.
+    pub seq: u64,
+    /// When it arrived.
+    pub at: Instant,
+    /// The query parameters (the last one wins if a name is repeated, which is refused).
+    pub params: BTreeMap<String, String>,
+    /// The authorization code issued, if one was.
+    pub code: Option<String>,
+    /// The error sent instead, on the redirect or on an error page.
+    pub error: Option<String>,
+}
+
+impl AuthorizeRequest {
+    /// A query parameter by name (`state`, `code_challenge`, `redirect_uri`, …).
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params.get(name).map(String::as_str)
+    }
+}
+
+/// How a client authenticated at the token endpoint (RFC 6749 §2.3.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// Neither a `client_id` nor credentials.
+    None,
+    /// `client_id` in the body and no secret: a public client.
+    ClientId,
+    /// `client_id` and `client_secret` in the body.
+    BodySecret,
+    /// `Authorization: Basic`.
+    Basic,
+}
+
+/// What the token endpoint answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenOutcome {
+    /// 200 with these tokens (RFC 6749 §5.1).
+    Issued {
+        /// The new access token.
+        access_token: String,
+        /// The new refresh token; `None` when a refresh did not rotate it.
+        refresh_token: Option<String>,
+        /// `expires_in`, in seconds.
+        expires_in: u64,
+        /// The granted scope, space-separated.
+        scope: String,
+    },
+    /// An error answer (RFC 6749 §5.2).
+    Refused {
+        /// HTTP status: 400, 401 for `invalid_client`, or [`OAuthConfig::token_endpoint_status`].
+        status: u16,
+        /// The `error` code (`invalid_grant`, …).
+        error: String,
+        /// The `error_description`.
+        description: String,
+    },
+}
+
+/// One `POST /oauth/token` the provider received, with what it answered. Recorded when the
+/// answer is decided, which for a slow refresh ([`OAuthConfig::refresh_delay`]) is before it is
+/// sent.
+#[derive(Clone, Debug)]
+pub struct TokenRequest {
+    /// The [`RecordedRequest::seq`] of the same request.
+    pub seq: u64,
+    /// When it arrived.
+    pub at: Instant,
+    /// The `grant_type` sent, if any.
+    pub grant_type: Option<String>,
+    /// The client id, from the Basic credentials or the body.
+    pub client_id: Option<String>,
+    /// How the client authenticated.
+    pub client_auth: ClientAuth,
+    /// The form parameters (secrets included: this is a test's view).
+    pub params: BTreeMap<String, String>,
+    /// The answer.
+    pub outcome: TokenOutcome,
+}
+
+impl TokenRequest {
+    /// A form parameter by name.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params.get(name).map(String::as_str)
+    }
+
+    /// Whether this is a `refresh_token` grant.
+    pub fn is_refresh(&self) -> bool {
+        self.grant_type.as_deref() == Some("refresh_token")
+    }
+
+    /// Whether this is an `authorization_code` grant.
+    pub fn is_code_exchange(&self) -> bool {
+        self.grant_type.as_deref() == Some("authorization_code")
+    }
+
+    /// Whether tokens were issued.
+    pub fn succeeded(&self) -> bool {
+        matches!(self.outcome, TokenOutcome::Issued { .. })
+    }
+
+    /// The `error` code, if the request was refused.
+    pub fn error(&self) -> Option<&str> {
+        match &self.outcome {
+            TokenOutcome::Issued { .. } => None,
+            TokenOutcome::Refused { error, .. } => Some(error),
+        }
+    }
+
+    /// The access token issued, if any.
+    pub fn access_token(&self) -> Option<&str> {
+        match &self.outcome {
+            TokenOutcome::Issued { access_token, .. } => Some(access_token),
+            TokenOutcome::Refused { .. } => None,
+        }
+    }
+
+    /// The refresh token issued, if any.
+    pub fn refresh_token(&self) -> Option<&str> {
+        match &self.outcome {
+            TokenOutcome::Issued { refresh_token, .. } => refresh_token.as_deref(),
+            TokenOutcome::Refused { .. } => None,
+        }
+    }
+}
+
+/// What a browser would end up with after opening an authorization URL and clicking "Allow"
+/// (or being denied): see [`MockApi::authorize`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthorizeOutcome {
+    /// Callback mode: the provider redirected to the client's redirect URI with a code. Open
+    /// `location` (sashad's callback) to finish the sign-in.
+    Redirect {
+        /// The whole `Location`, query included.
+        location: String,
+        /// Its `code`.
+        code: String,
+        /// Its `state`, if the request had one.
+        state: Option<String>,
+    },
+    /// Paste mode: the provider's code page showed this text, `<code>#<state>` (just `<code>`
+    /// when the request had no state), for the user to paste.
+    PasteCode(String),
+    /// The provider redirected with an error (RFC 6749 §4.1.2.1), in either mode.
+    Error {
+        /// The whole `Location`.
+        location: String,
+        /// Its `error`.
+        error: String,
+        /// Its `error_description`.
+        description: Option<String>,
+        /// Its `state`.
+        state: Option<String>,
+    },
+    /// No redirect: an error page, for a bad `client_id` or `redirect_uri` (RFC 6749 §4.1.2.1
+    /// forbids redirecting then), or anything else that was not a 302.
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// The page.
+        body: String,
+    },
+}
+
+/// `BASE64URL(SHA256(verifier))` without padding: the S256 `code_challenge` of a
+/// `code_verifier` (RFC 7636 §4.2).
+pub fn pkce_challenge(verifier: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier))
+}
+
+/// A fresh `code_verifier`: 32 random bytes, base64url, 43 characters (RFC 7636 §4.1).
+pub fn new_pkce_verifier() -> String {
+    random_token("")
+}
+
+impl MockApi {
+    /// The client id the provider accepts ([`OAuthConfig::client_id`]).
+    pub fn oauth_client_id(&self) -> String {
+        self.state.lock().oauth.config.client_id.clone()
+    }
+
+    /// `<base>/oauth/authorize`: sashad's `oauth.authorize_url`.
+    pub fn authorize_url(&self) -> String {
+        format!("{}{OAUTH_AUTHORIZE_PATH}", self.base_url())
+    }
+
+    /// `<base>/oauth/token`: sashad's `oauth.token_url`.
+    pub fn token_url(&self) -> String {
+        format!("{}{OAUTH_TOKEN_PATH}", self.base_url())
+    }
+
+    /// `<base>/oauth/code`: the redirect URI of paste mode, the provider's own page that shows
+    /// `code#state` for the user to copy.
+    pub fn paste_redirect_uri(&self) -> String {
+        format!("{}{OAUTH_CODE_PAGE_PATH}", self.base_url())
+    }
+
+    /// The provider's current configuration.
+    pub fn oauth_config(&self) -> OAuthConfig {
+        self.state.lock().oauth.config.clone()
+    }
+
+    /// Replaces the provider's configuration; codes and tokens already issued stay as they are.
+    pub fn set_oauth_config(&self, config: OAuthConfig) {
+        self.state.lock().oauth.config = config;
+    }
+
+    /// Revokes every refresh token issued so far, as when the user signs out everywhere: each
+    /// gets `invalid_grant` from now on. Access tokens are not touched; tokens issued later work.
+    pub fn revoke_refresh_tokens(&self) {
+        for refresh in self.state.lock().oauth.refresh_tokens.values_mut() {
+            refresh.status = RefreshStatus::Revoked;
+        }
+    }
+
+    /// Revokes the refresh tokens of the grant this refresh token belongs to (every rotation of
+    /// one sign-in), leaving other sign-ins alone. `false` if the provider never issued it.
+    pub fn revoke_refresh_token(&self, refresh_token: &str) -> bool {
+        let mut inner = self.state.lock();
+        let oauth = &mut inner.oauth;
+        let Some(grant) = oauth.refresh_tokens.get(refresh_token).map(|r| r.grant) else {
+            return false;
+        };
+        for refresh in oauth.refresh_tokens.values_mut() {
+            if refresh.grant == grant {
+                refresh.status = RefreshStatus::Revoked;
+            }
+        }
+        true
+    }
+
+    /// Makes an access token the provider issued expire now: `POST /v1/messages` answers it 401
+    /// [`OAUTH_EXPIRED_MESSAGE`]. `false` if the provider never issued it (to make any other
+    /// credential fail, use [`MockApi::reject_messages_for`]).
+    pub fn expire_access_token(&self, access_token: &str) -> bool {
+        let now = Instant::now();
+        match self.state.lock().oauth.access_tokens.get_mut(access_token) {
+            Some(access) => {
+                access.expires_at = access.expires_at.min(now);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// [`MockApi::expire_access_token`] for every access token issued so far.
+    pub fn expire_access_tokens(&self) {
+        let now = Instant::now();
+        for access in self.state.lock().oauth.access_tokens.values_mut() {
+            access.expires_at = access.expires_at.min(now);
+        }
+    }
+
+    /// Every access token issued so far, oldest first.
+    pub fn issued_access_tokens(&self) -> Vec<String> {
+        self.state.lock().oauth.issued_access.clone()
+    }
+
+    /// Every authorization request received so far, in arrival order.
+    pub fn authorize_requests(&self) -> Vec<AuthorizeRequest> {
+        self.state.lock().oauth.authorize_log.clone()
+    }
+
+    /// Every token request received so far, in arrival order, with its outcome.
+    pub fn token_requests(&self) -> Vec<TokenRequest> {
+        self.state.lock().oauth.token_log.clone()
+    }
+
+    /// Waits until at least `n` token requests are recorded (decided, perhaps not yet sent: see
+    /// [`TokenRequest`]); returns them all.
+    pub async fn wait_for_token_requests(
+        &self,
+        n: usize,
+        timeout: Duration,
+    ) -> Result<Vec<TokenRequest>, WaitTimeout> {
+        self.wait_until(
+            |inner| {
+                let log = &inner.oauth.token_log;
+                (log.len() >= n).then(|| log.clone())
+            },
+            timeout,
+        )
+        .await
+    }
+
+    /// Plays the browser: opens `url` (an authorization URL, as sashad's `authUrl`) and reports
+    /// where the provider sent it. In paste mode it also opens the code page and reads the code
+    /// from it. Does not open the client's callback; a test does that with
+    /// [`AuthorizeOutcome::Redirect`]'s `location`.
+    ///
+    /// # Panics
+    /// If the request fails in transport, or the code page has no code: a failed test.
+    #[allow(clippy::expect_used)] // test support: no answer from the mock is a failed test
+    pub async fn authorize(&self, url: &str) -> AuthorizeOutcome {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("build an HTTP client");
+        let resp = client
+            .get(url)
+            .send()
+            .await
+            .expect("GET the authorization URL");
+        let status = resp.status().as_u16();
+        let location = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let (Some(location), 302) = (location, status) else {
+            let body = resp.text().await.unwrap_or_default();
+            return AuthorizeOutcome::Refused { status, body };
+        };
+        let target = reqwest::Url::parse(&location).expect("the Location is an absolute URL");
+        let query: HashMap<String, String> = target.query_pairs().into_owned().collect();
+        let state = query.get("state").cloned();
+        if let Some(error) = query.get("error") {
+            return AuthorizeOutcome::Error {
+                error: error.clone(),
+                description: query.get("error_description").cloned(),
+                state,
+                location,
+            };
+        }
+        let mut bare = target.clone();
+        bare.set_query(None);
+        if bare.as_str() == self.paste_redirect_uri() {
+            let page = client
+                .get(target)
+                .send()
+                .await
+                .expect("GET the code page")
+                .text()
+                .await
+                .expect("read the code page");
+            let shown = shown_code(&page).expect("the code page shows a code");
+            return AuthorizeOutcome::PasteCode(shown);
+        }
+        let code = query
+            .get("code")
+            .cloned()
+            .expect("a redirect without an error carries a code");
+        AuthorizeOutcome::Redirect {
+            location,
+            code,
+            state,
+        }
+    }
+}
+
+/// The provider's state: its configuration, what it issued, and what it received.
+#[derive(Default)]
+struct OAuth {
+    config: OAuthConfig,
+    codes: HashMap<String, AuthCode>,
+    /// One per successful code exchange; tokens point here by index.
+    grants: Vec<Grant>,
+    refresh_tokens: HashMap<String, Refresh>,
+    access_tokens: HashMap<String, Access>,
+    issued_access: Vec<String>,
+    authorize_log: Vec<AuthorizeRequest>,
+    token_log: Vec<TokenRequest>,
+}
+
+/// An authorization code and what it is bound to (RFC 6749 §4.1.2, RFC 7636 §4.4).
+struct AuthCode {
+    client_id: String,
+    redirect_uri: String,
+    challenge: String,
+    scope: String,
+    expires_at: Instant,
+    /// Whether an exchange was attempted: one attempt per code, successful or not.
+    used: bool,
+    /// The grant it produced, revoked if the code is presented again (RFC 6749 §4.1.2).
+    grant: Option<usize>,
+}
+
+/// One sign-in: what the client was granted.
+struct Grant {
+    client_id: String,
+    scope: String,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RefreshStatus {
+    Live,
+    Rotated,
+    Revoked,
+}
+
+struct Refresh {
+    grant: usize,
+    status: RefreshStatus,
+}
+
+struct Access {
+    grant: usize,
+    expires_at: Instant,
+    revoked: bool,
+}
+
+/// A refusal of the authorization endpoint.
+enum AuthorizeError {
+    /// Shown on a page: the redirect URI cannot be trusted (RFC 6749 §4.1.2.1).
+    Page(&'static str, String),
+    /// Sent to the redirect URI.
+    Redirect(String, String),
+}
+
+/// A refusal of the token endpoint (RFC 6749 §5.2).
+struct TokenError {
+    status: u16,
+    error: &'static str,
+    description: String,
+}
+
+impl TokenError {
+    fn new(error: &'static str, description: impl Into<String>) -> TokenError {
+        // RFC 6749 §5.2: 401 for `invalid_client` (and then `WWW-Authenticate`), else 400.
+        let status = if error == "invalid_client" { 401 } else { 400 };
+        TokenError {
+            status,
+            error,
+            description: description.into(),
+        }
+    }
+}
+
+/// Tokens the token endpoint issued.
+struct Issued {
+    access_token: String,
+    refresh_token: Option<String>,
+    expires_in: u64,
+    scope: String,
+}
+
+impl From<Issued> for TokenOutcome {
+    fn from(issued: Issued) -> TokenOutcome {
+        TokenOutcome::Issued {
+            access_token: issued.access_token,
+            refresh_token: issued.refresh_token,
+            expires_in: issued.expires_in,
+            scope: issued.scope,
+        }
+    }
+}
+
+/// The token endpoint's success answer (RFC 6749 §5.1), fields in the RFC's order.
+#[derive(serde::Serialize)]
+struct TokenBody<'a> {
+    access_token: &'a str,
+    token_type: &'static str,
+    expires_in: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<&'a str>,
+    scope: &'a str,
+}
+
+/// The token endpoint's error answer (RFC 6749 §5.2).
+#[derive(serde::Serialize)]
+struct TokenErrorBody<'a> {
+    error: &'a str,
+    error_description: &'a str,
+}
+
+/// `prefix` and 32 random bytes in base64url: codes and tokens.
+fn random_token(prefix: &str) -> String {
+    use base64::Engine as _;
+    let bytes: [u8; 32] = rand::random();
+    format!(
+        "{prefix}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+/// Parses `application/x-www-form-urlencoded` text (a query or a form body) into a map, and
+/// names the first parameter that is repeated (RFC 6749 §3.1, §3.2 forbid repeats).
+fn parse_form(text: &str) -> (BTreeMap<String, String>, Option<String>) {
+    let pairs = web::Query::<Vec<(String, String)>>::from_query(text)
+        .map(web::Query::into_inner)
+        .unwrap_or_default();
+    let mut map = BTreeMap::new();
+    let mut repeated = None;
+    for (name, value) in pairs {
+        if map.contains_key(&name) && repeated.is_none() {
+            repeated = Some(name.clone());
+        }
+        map.insert(name, value);
+    }
+    (map, repeated)
+}
+
+/// Whether `s` is a PKCE verifier or challenge: 43 to 128 characters of
+/// `[A-Za-z0-9-._~]` (RFC 7636 §4.1, §4.2).
+fn is_pkce_string(s: &str) -> bool {
+    (43..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+}
+
+/// Whether `scope` is a space-separated list of RFC 6749 §3.3 scope tokens.
+fn is_scope(scope: &str) -> bool {
+    !scope.is_empty()
+        && scope.split(' ').all(|token| {
+            !token.is_empty()
+                && token
+                    .bytes()
+                    .all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\')
+        })
+}
+
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn unescape_html(text: &str) -> String {
+    text.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
+}
+
+/// The text of the code page's `<pre id="code">`, unescaped.
+fn shown_code(page: &str) -> Option<String> {
+    let (_, rest) = page.split_once(r#"<pre id="code">"#)?;
+    let (code, _) = rest.split_once("</pre>")?;
+    Some(unescape_html(code))
+}
+
+/// A small HTML page; `body` is HTML already escaped.
+fn html_page(status: StatusCode, title: &str, body: &str) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(format!(
+            "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title></head>\n\
+             <body><h1>{title}</h1>\n{body}\n</body></html>\n"
+        ))
+}
+
+fn error_page(error: &str, description: &str) -> HttpResponse {
+    html_page(
+        StatusCode::BAD_REQUEST,
+        "Mock OAuth: authorization failed",
+        &format!(
+            "<p id=\"error\">{}</p>\n<p id=\"error_description\">{}</p>",
+            escape_html(error),
+            escape_html(description)
+        ),
+    )
+}
+
+/// A 302 to `redirect_uri` with `params` added to its query, which it keeps (RFC 6749 §3.1.2).
+fn redirect_with(redirect_uri: &str, params: &[(&str, &str)]) -> HttpResponse {
+    let Ok(mut url) = reqwest::Url::parse(redirect_uri) else {
+        return error_page("invalid_request", "redirect_uri is not an absolute URI");
+    };
+    url.query_pairs_mut().extend_pairs(params);
+    HttpResponse::Found()
+        .insert_header((header::LOCATION, url.as_str()))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .finish()
+}
+
+impl OAuth {
+    /// Checks an authorization request and issues a code, or says how to refuse it.
+    fn authorize(
+        &mut self,
+        p: &BTreeMap<String, String>,
+        repeated: Option<&str>,
+        now: Instant,
+    ) -> Result<String, AuthorizeError> {
+        let config = &self.config;
+        let page = |description: &str| AuthorizeError::Page("invalid_request", description.into());
+        if let Some(name @ ("client_id" | "redirect_uri")) = repeated {
+            return Err(page(&format!(
+                "parameter {name} is repeated (RFC 6749 §3.1)"
+            )));
+        }
+        let client_id = p
+            .get("client_id")
+            .ok_or_else(|| page("client_id is missing"))?;
+        if *client_id != config.client_id {
+            return Err(AuthorizeError::Page(
+                "invalid_client",
+                format!("unknown client_id {client_id:?}"),
+            ));
+        }
+        let redirect_uri = p
+            .get("redirect_uri")
+            .ok_or_else(|| page("redirect_uri is missing"))?;
+        match reqwest::Url::parse(redirect_uri) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.fragment().is_none() => {}
+            _ => {
+                return Err(page(
+                    "redirect_uri must be an absolute http(s) URI without a fragment",
+                ))
+            }
+        }
+        if !config.redirect_uris.is_empty() && !config.redirect_uris.contains(redirect_uri) {
+            return Err(page("redirect_uri is not registered for this client"));
+        }
+        // From here on the redirect URI is trusted, so errors go to it (RFC 6749 §4.1.2.1).
+        let refuse = |error: &str, description: &str| {
+            Err(AuthorizeError::Redirect(error.into(), description.into()))
+        };
+        if let Some(name) = repeated {
+            return refuse(
+                "invalid_request",
+                &format!("parameter {name} is repeated (RFC 6749 §3.1)"),
+            );
+        }
+        match p.get("response_type").map(String::as_str) {
+            Some("code") => {}
+            None => return refuse("invalid_request", "response_type is missing"),
+            Some(_) => {
+                return refuse(
+                    "unsupported_response_type",
+                    "only response_type=code is supported",
+                )
+            }
+        }
+        let Some(challenge) = p.get("code_challenge") else {
+            return refuse(
+                "invalid_request",
+                "code_challenge is required (RFC 7636 §4.4.1)",
+            );
+        };
+        if p.get("code_challenge_method").map(String::as_str) != Some("S256") {
+            return refuse(
+                "invalid_request",
+                "transform algorithm not supported: code_challenge_method must be S256",
+            );
+        }
+        if challenge.len() != 43 || !is_pkce_string(challenge) {
+            return refuse(
+                "invalid_request",
+                "code_challenge must be 43 base64url characters (RFC 7636 §4.2)",
+            );
+        }
+        let scope = p.get("scope").unwrap_or(&config.default_scope);
+        if !is_scope(scope) {
+            return refuse("invalid_scope", "scope is malformed (RFC 6749 §3.3)");
+        }
+        if config.deny_authorize {
+            return refuse(&config.deny_error, &config.error_description);
+        }
+        let code = random_token("mock-code-");
+        let bound = AuthCode {
+            client_id: client_id.clone(),
+            redirect_uri: redirect_uri.clone(),
+            challenge: challenge.clone(),
+            scope: scope.clone(),
+            expires_at: now + config.code_ttl,
+            used: false,
+            grant: None,
+        };
+        self.codes.insert(code.clone(), bound);
+        Ok(code)
+    }
+
+    /// Answers a token request: authenticates the client, then runs the grant.
+    fn token(
+        &mut self,
+        req: &HttpRequest,
+        body: &[u8],
+        entry: &mut TokenRequest,
+        now: Instant,
+    ) -> Result<Issued, TokenError> {
+        let form = header_str(req, "content-type")
+            .and_then(|ct| ct.split(';').next())
+            .is_some_and(|ct| {
+                ct.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            });
+        let text = std::str::from_utf8(body).ok();
+        let (params, repeated) = match text {
+            Some(text) if form => parse_form(text),
+            _ => Default::default(),
+        };
+        entry.params = params.clone();
+        entry.grant_type = params.get("grant_type").cloned();
+        if let Some(status) = self.config.token_endpoint_status {
+            return Err(TokenError {
+                status,
+                error: "server_error",
+                description: "the token endpoint is failing (test setting)".into(),
+            });
+        }
+        if !form {
+            return Err(TokenError::new(
+                "invalid_request",
+                "the body must be application/x-www-form-urlencoded (RFC 6749 §4.1.3)",
+            ));
+        }
+        if text.is_none() {
+            return Err(TokenError::new("invalid_request", "the body is not UTF-8"));
+        }
+        if let Some(name) = repeated {
+            return Err(TokenError::new(
+                "invalid_request",
+                format!("parameter {name} is repeated (RFC 6749 §3.2)"),
+            ));
+        }
+        let client_id = self.authenticate_client(req, &params, entry)?;
+        match params.get("grant_type").map(String::as_str) {
+            None => Err(TokenError::new("invalid_request", "grant_type is missing")),
+            Some("authorization_code") => self.exchange_code(&client_id, &params, now),
+            Some("refresh_token") => self.refresh(&client_id, &params, now),
+            Some(other) => Err(TokenError::new(
+                "unsupported_grant_type",
+                format!("grant_type {other:?} is not supported"),
+            )),
+        }
+    }
+
+    /// Client authentication (RFC 6749 §2.3.1): HTTP Basic with the form-encoded id and secret,
+    /// or `client_id` (and `client_secret`) in the body; not both kinds of credentials.
+    fn authenticate_client(
+        &self,
+        req: &HttpRequest,
+        params: &BTreeMap<String, String>,
+        entry: &mut TokenRequest,
+    ) -> Result<String, TokenError> {
+        use base64::Engine as _;
+        let failed = |description: &str| TokenError::new("invalid_client", description);
+        let basic = match header_str(req, "authorization").and_then(|v| v.split_once(' ')) {
+            Some((scheme, encoded)) if scheme.eq_ignore_ascii_case("basic") => {
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(encoded.trim())
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok());
+                let Some((id, secret)) = decoded.as_deref().and_then(|d| d.split_once(':')) else {
+                    return Err(failed("malformed Basic credentials"));
+                };
+                Some((form_decode(id), form_decode(secret)))
+            }
+            _ => None,
+        };
+        let body_id = params.get("client_id");
+        let body_secret = params.get("client_secret");
+        entry.client_auth = match (&basic, body_secret, body_id) {
+            (Some(_), _, _) => ClientAuth::Basic,
+            (None, Some(_), _) => ClientAuth::BodySecret,
+            (None, None, Some(_)) => ClientAuth::ClientId,
+            (None, None, None) => ClientAuth::None,
+        };
+        if basic.is_some() && body_secret.is_some() {
+            return Err(TokenError::new(
+                "invalid_request",
+                "more than one client authentication method (RFC 6749 §2.3)",
+            ));
+        }
+        let (id, secret) = match basic {
+            Some((id, secret)) => {
+                if body_id.is_some_and(|b| *b != id) {
+                    return Err(failed("client_id differs from the Basic credentials"));
+                }
+                (id, Some(secret))
+            }
+            None => match body_id {
+                Some(id) => (id.clone(), body_secret.cloned()),
+                None => return Err(failed("no client_id and no client authentication")),
+            },
+        };
+        entry.client_id = Some(id.clone());
+        if id != self.config.client_id {
+            return Err(failed("unknown client"));
+        }
+        match (&self.config.client_secret, secret.as_deref()) {
+            (Some(expected), Some(given)) if expected == given => Ok(id),
+            (Some(_), _) => Err(failed("client authentication failed")),
+            (None, None | Some("")) => Ok(id),
+            (None, Some(_)) => Err(failed("this client is public and has no secret")),
+        }
+    }
+
+    /// The `authorization_code` grant (RFC 6749 §4.1.3, RFC 7636 §4.5, §4.6).
+    fn exchange_code(
+        &mut self,
+        client_id: &str,
+        params: &BTreeMap<String, String>,
+        now: Instant,
+    ) -> Result<Issued, TokenError> {
+        let missing = |name: &str| TokenError::new("invalid_request", format!("{name} is missing"));
+        let code = params.get("code").ok_or_else(|| missing("code"))?;
+        let redirect_uri = params
+            .get("redirect_uri")
+            .ok_or_else(|| missing("redirect_uri"))?;
+        let verifier = params
+            .get("code_verifier")
+            .ok_or_else(|| missing("code_verifier"))?;
+        if !is_pkce_string(verifier) {
+            return Err(TokenError::new(
+                "invalid_request",
+                "code_verifier must be 43 to 128 characters of [A-Za-z0-9-._~] (RFC 7636 §4.1)",
+            ));
+        }
+        let invalid = |description: &str| TokenError::new("invalid_grant", description);
+        let Some(bound) = self.codes.get_mut(code) else {
+            return Err(invalid("unknown authorization code"));
+        };
+        if bound.client_id != client_id {
+            return Err(invalid("the code was issued to another client"));
+        }
+        if bound.used {
+            if let Some(grant) = bound.grant {
+                self.revoke_grant(grant);
+            }
+            return Err(invalid(
+                "the code was already used; tokens issued with it are revoked (RFC 6749 §4.1.2)",
+            ));
+        }
+        bound.used = true;
+        if now >= bound.expires_at {
+            return Err(invalid("the code has expired"));
+        }
+        if bound.redirect_uri != *redirect_uri {
+            return Err(invalid(
+                "redirect_uri differs from the authorization request's (RFC 6749 §4.1.3)",
+            ));
+        }
+        if pkce_challenge(verifier) != bound.challenge {
+            return Err(invalid(
+                "code_verifier does not match the code_challenge (RFC 7636 §4.6)",
+            ));
+        }
+        let grant = self.grants.len();
+        bound.grant = Some(grant);
+        let scope = bound.scope.clone();
+        self.grants.push(Grant {
+            client_id: client_id.to_owned(),
+            scope: scope.clone(),
+        });
+        Ok(self.issue(grant, scope, true, now))
+    }
+
+    /// The `refresh_token` grant (RFC 6749 §6), rotating the refresh token if configured.
+    fn refresh(
+        &mut self,
+        client_id: &str,
+        params: &BTreeMap<String, String>,
+        now: Instant,
+    ) -> Result<Issued, TokenError> {
+        let Some(token) = params.get("refresh_token") else {
+            return Err(TokenError::new(
+                "invalid_request",
+                "refresh_token is missing",
+            ));
+        };
+        let invalid = |description: &str| TokenError::new("invalid_grant", description);
+        let Some(refresh) = self.refresh_tokens.get(token) else {
+            return Err(invalid("unknown refresh token"));
+        };
+        match refresh.status {
+            RefreshStatus::Live => {}
+            RefreshStatus::Rotated => {
+                return Err(invalid(
+                    "the refresh token was already used and has been rotated",
+                ))
+            }
+            RefreshStatus::Revoked => return Err(invalid("the refresh token has been revoked")),
+        }
+        let grant_id = refresh.grant;
+        let Some(grant) = self.grants.get(grant_id) else {
+            return Err(invalid("unknown grant"));
+        };
+        if grant.client_id != client_id {
+            return Err(invalid("the refresh token was issued to another client"));
+        }
+        let scope = match params.get("scope") {
+            None => grant.scope.clone(),
+            Some(asked) => {
+                let granted: Vec<&str> = grant.scope.split(' ').collect();
+                if !is_scope(asked) || !asked.split(' ').all(|s| granted.contains(&s)) {
+                    return Err(TokenError::new(
+                        "invalid_scope",
+                        "scope exceeds the original grant (RFC 6749 §6)",
+                    ));
+                }
+                asked.clone()
+            }
+        };
+        let rotate = self.config.rotate_refresh_tokens;
+        if rotate {
+            if let Some(old) = self.refresh_tokens.get_mut(token) {
+                old.status = RefreshStatus::Rotated;
+            }
+        }
+        Ok(self.issue(grant_id, scope, rotate, now))
+    }
+
+    fn issue(&mut self, grant: usize, scope: String, with_refresh: bool, now: Instant) -> Issued {
+        let ttl = self.config.access_token_ttl;
+        let access_token = random_token("sk-ant-oat01-mock-");
+        self.access_tokens.insert(
+            access_token.clone(),
+            Access {
+                grant,
+                expires_at: now + ttl,
+                revoked: false,
+            },
+        );
+        self.issued_access.push(access_token.clone());
+        let refresh_token = with_refresh.then(|| {
+            let token = random_token("sk-ant-ort01-mock-");
+            self.refresh_tokens.insert(
+                token.clone(),
+                Refresh {
+                    grant,
+                    status: RefreshStatus::Live,
+                },
+            );
+            token
+        });
+        Issued {
+            access_token,
+            refresh_token,
+            expires_in: ttl.as_secs(),
+            scope,
+        }
+    }
+
+    fn revoke_grant(&mut self, grant: usize) {
+        for refresh in self.refresh_tokens.values_mut() {
+            if refresh.grant == grant {
+                refresh.status = RefreshStatus::Revoked;
+            }
+        }
+        for access in self.access_tokens.values_mut() {
+            if access.grant == grant {
+                access.revoked = true;
+            }
+        }
+    }
+
+    /// Why `POST /v1/messages` refuses this credential, if it is an access token the provider
+    /// issued that has expired or been revoked. Other credentials are not its business.
+    fn messages_refusal(&self, credential: &str, now: Instant) -> Option<&'static str> {
+        let access = self.access_tokens.get(credential)?;
+        if access.revoked {
+            Some(OAUTH_REVOKED_MESSAGE)
+        } else if now >= access.expires_at {
+            Some(OAUTH_EXPIRED_MESSAGE)
+        } else {
+            None
+        }
+    }
+}
+
+/// Decodes one `application/x-www-form-urlencoded` value (the Basic credentials' halves).
+fn form_decode(text: &str) -> String {
+    parse_form(&format!("v={text}"))
+        .0
+        .remove("v")
+        .unwrap_or_default()
+}
+
+async fn oauth_authorize(req: HttpRequest, body: web::Bytes, state: Data) -> HttpResponse {
+    let seq = state.record(&req, &body);
+    let now = Instant::now();
+    let (params, repeated) = parse_form(req.query_string());
+    let mut entry = AuthorizeRequest {
+        seq,
+        at: now,
+        params,
+        code: None,
+        error: None,
+    };
+    let resp = {
+        let mut inner = state.lock();
+        let oauth = &mut inner.oauth;
+        let result = oauth.authorize(&entry.params, repeated.as_deref(), now);
+        let mut back: Vec<(&str, &str)> = match &result {
+            Ok(code) => vec![("code", code.as_str())],
+            Err(AuthorizeError::Redirect(error, description)) => vec![
+                ("error", error.as_str()),
+                ("error_description", description.as_str()),
+            ],
+            Err(AuthorizeError::Page(..)) => Vec::new(),
+        };
+        let resp = if let Err(AuthorizeError::Page(error, description)) = &result {
+            error_page(error, description)
+        } else {
+            if let Some(s) = entry.params.get("state") {
+                back.push(("state", s.as_str()));
+            }
+            let redirect_uri = entry.params.get("redirect_uri").map_or("", String::as_str);
+            redirect_with(redirect_uri, &back)
+        };
+        drop(back);
+        match result {
+            Ok(code) => entry.code = Some(code),
+            Err(AuthorizeError::Redirect(error, _)) => entry.error = Some(error),
+            Err(AuthorizeError::Page(error, _)) => entry.error = Some(error.to_owned()),
+        }
+        oauth.authorize_log.push(entry);
+        resp
+    };
+    state.answered(seq, resp)
+}
+
+/// The provider's own page for paste mode: shows `code#state` (or the error) to copy.
+async fn oauth_code_page(req: HttpRequest, body: web::Bytes, state: Data) -> HttpResponse {
+    let seq = state.record(&req, &body);
+    let (params, _) = parse_form(req.query_string());
+    let resp = match (params.get("code"), params.get("error")) {
+        (_, Some(error)) => error_page(
+            error,
+            params.get("error_description").map_or("", String::as_str),
+        ),
+        (Some(code), None) => {
+            let shown = match params.get("state") {
+                Some(s) => format!("{code}#{s}"),
+                None => code.clone(),
+            };
+            html_page(
+                StatusCode::OK,
+                "Mock OAuth: authorization code",
+                &format!(
+                    "<p>Paste this code into the application:</p>\n<pre id=\"code\">{}</pre>",
+                    escape_html(&shown)
+                ),
+            )
+        }
+        (None, None) => error_page("invalid_request", "no code and no error"),
+    };
+    state.answered(seq, resp)
+}
+
+async fn oauth_token(req: HttpRequest, body: web::Bytes, state: Data) -> HttpResponse {
+    let seq = state.record(&req, &body);
+    let now = Instant::now();
+    let (resp, delay) = {
+        let mut inner = state.lock();
+        let oauth = &mut inner.oauth;
+        let mut entry = TokenRequest {
+            seq,
+            at: now,
+            grant_type: None,
+            client_id: None,
+            client_auth: ClientAuth::None,
+            params: BTreeMap::new(),
+            outcome: TokenOutcome::Refused {
+                status: 0,
+                error: String::new(),
+                description: String::new(),
+            },
+        };
+        let result = oauth.token(&req, &body, &mut entry, now);
+        let resp = match &result {
+            Ok(issued) => HttpResponse::Ok()
+                .insert_header((header::CACHE_CONTROL, "no-store"))
+                .insert_header((header::PRAGMA, "no-cache"))
+                .json(TokenBody {
+                    access_token: &issued.access_token,
+                    token_type: "Bearer",
+                    expires_in: issued.expires_in,
+                    refresh_token: issued.refresh_token.as_deref(),
+                    scope: &issued.scope,
+                }),
+            Err(err) => {
+                let status =
+                    StatusCode::from_u16(err.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                let mut resp = HttpResponse::build(status);
+                resp.insert_header((header::CACHE_CONTROL, "no-store"))
+                    .insert_header((header::PRAGMA, "no-cache"));
+                if err.error == "invalid_client" {
+                    resp.insert_header((header::WWW_AUTHENTICATE, "Basic realm=\"mock-oauth\""));
+                }
+                resp.json(TokenErrorBody {
+                    error: err.error,
+                    error_description: &err.description,
+                })
+            }
+        };
+        entry.outcome = match result {
+            Ok(issued) => issued.into(),
+            Err(err) => TokenOutcome::Refused {
+                status: err.status,
+                error: err.error.to_owned(),
+                description: err.description,
+            },
+        };
+        let delay = if entry.is_refresh() {
+            oauth.config.refresh_delay
+        } else {
+            Duration::ZERO
+        };
+        oauth.token_log.push(entry);
+        (resp, delay)
+    };
+    state.notify();
+    if !delay.is_zero() {
+        actix_rt::time::sleep(delay).await;
+    }
+    state.answered(seq, resp)
 }
 
 /// The API's JSON shapes, as typed structs: serde writes struct fields and internal tags in
