@@ -88,6 +88,8 @@ impl std::fmt::Debug for AppState {
 pub fn configure(cfg: &mut web::ServiceConfig, max_message_bytes: usize, metrics_on_main: bool) {
     if metrics_on_main {
         cfg.configure(metrics::configure);
+    } else {
+        cfg.configure(metrics::configure_elsewhere);
     }
     cfg.app_data(json_config(MAX_JSON_BODY))
         .app_data(web::PathConfig::default().error_handler(|err, _| {

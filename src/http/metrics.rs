@@ -15,6 +15,12 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/metrics", web::get().to(guarded));
 }
 
+/// On the main listener when metrics have their own: a plain 404, so the path does not fall
+/// through to the web UI.
+pub fn configure_elsewhere(cfg: &mut web::ServiceConfig) {
+    cfg.route("/metrics", web::get().to(super::not_found));
+}
+
 /// The route for the metrics-only listener.
 pub fn configure_open(cfg: &mut web::ServiceConfig) {
     cfg.route("/metrics", web::get().to(open));

@@ -6,7 +6,7 @@
 //!
 //! Messages it takes, and who sends them:
 //! - [`CreateSession`], [`FindSession`], [`ListSessions`], [`DeleteSession`] (HTTP handlers);
-//! - [`AcquireChild`], [`ChildReleased`], [`MarkNeedsReauth`] (sessions);
+//! - [`AcquireChild`], [`ChildReleased`], [`RefreshCredential`] (sessions);
 //! - [`CredentialChanged`], [`StopUserSessions`] (HTTP handlers, after a credential changes
 //!   or a user is disabled);
 //! - [`Shutdown`] (the daemon, on SIGTERM or SIGINT).
@@ -633,32 +633,6 @@ impl Handler<ChildReleased> for Registry {
 
     fn handle(&mut self, msg: ChildReleased, _ctx: &mut Context<Self>) {
         self.children.remove(&msg.session_id);
-    }
-}
-
-/// The API rejected a user's credential during a turn: mark it `needsReauth`.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct MarkNeedsReauth {
-    /// The owner.
-    pub user_id: String,
-}
-
-impl Handler<MarkNeedsReauth> for Registry {
-    type Result = ();
-
-    fn handle(&mut self, msg: MarkNeedsReauth, ctx: &mut Context<Self>) {
-        let store = self.store.clone();
-        let user_id = msg.user_id;
-        ctx.spawn(
-            async move {
-                let uid = user_id.clone();
-                if let Err(e) = store.run(move |s| s.update_credential(&uid, |r| r.needs_reauth = true)).await {
-                    tracing::warn!(user_id = %user_id, error = %e, "cannot mark credential as needing re-auth");
-                }
-            }
-            .into_actor(self),
-        );
     }
 }
 

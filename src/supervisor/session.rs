@@ -32,7 +32,7 @@ use zeroize::Zeroizing;
 use super::child::{self, ChildHandle, ChildOptions, ExitReport, StopMode};
 use super::fanout::{Fanout, QueueCaps, SubscriberRx};
 use super::frame;
-use super::registry::{AcquireChild, ChildReleased, MarkNeedsReauth, RefreshCredential, Registry};
+use super::registry::{AcquireChild, ChildReleased, RefreshCredential, Registry};
 use super::replay::{Replay, ReplayRing};
 use super::{SessionError, SessionState, SessionView};
 use crate::claude::command::{self, CommandInput};
@@ -541,10 +541,21 @@ impl Session {
                 "Anthropic rejected your Claude credential (401); connect a valid one to continue",
             ),
         };
-        self.emit_error(code, message);
-        self.registry.do_send(MarkNeedsReauth {
-            user_id: self.record.owner.clone(),
-        });
+        // Marked (and flushed) before the tabs hear of it, so a client that reacts to the
+        // error by reading the status sees `needsReauth`.
+        let store = self.store.clone();
+        let owner = self.record.owner.clone();
+        let mark = async move {
+            store
+                .run(move |s| s.update_credential(&owner, |r| r.needs_reauth = true))
+                .await
+        };
+        ctx.spawn(mark.into_actor(self).map(move |result, act, _ctx| {
+            if let Err(e) = result {
+                tracing::warn!(session_id = %act.record.id, error = %e, "cannot mark the credential as needing re-auth");
+            }
+            act.emit_error(code, message);
+        }));
     }
 
     // ---- child lifecycle ----

@@ -539,7 +539,9 @@ async fn a_message_must_be_text_or_content_blocks_within_the_size_cap() {
         .await
         .expect(202);
     let echo = ws.until(FRAME_DEADLINE, |f| f["type"] == "user").await;
-    assert_eq!(echo["seq"], 1, "the first event of the session");
+    // `starting` is 1 and `idle` 2: a message that waits for a new child is echoed once the
+    // child is up to run it.
+    assert_eq!(echo["seq"], 3, "the first message of the session");
     assert_eq!(echo["content"][0]["text"], "blocks work");
     ws.until_result().await;
     assert!(assistant_text(&ws.frames).contains("blocks work"));
@@ -623,12 +625,14 @@ async fn live_children_limit_evicts_an_idle_child_and_refuses_when_all_are_busy(
         .expect_error(429, "session_limit");
     assert!(refused.headers.contains_key("retry-after"));
     ws2.say("let me in too").await;
-    ws2.until(FRAME_DEADLINE, |f| {
-        f["type"] == "user" && f["content"] == "let me in too"
-    })
-    .await;
     let error = ws2.until(FRAME_DEADLINE, |f| f["type"] == "error").await;
     assert_eq!(error["error"], "session_limit", "{error}");
+    assert!(
+        !ws2.frames
+            .iter()
+            .any(|f| f["type"] == "user" && f["content"] == "let me in too"),
+        "a refused message is never echoed"
+    );
     assert_eq!(pid_of(&alice, &one).await, Some(pid1b));
     assert_eq!(alice.session(&one).await["state"], "busy");
     assert_eq!(pid_of(&alice, &two).await, None);
@@ -817,7 +821,10 @@ async fn a_message_over_the_cap_closes_the_socket_with_1009() {
     ws.until_result().await;
     let users: Vec<&Value> = ws.frames.iter().filter(|f| f["type"] == "user").collect();
     assert_eq!(users.len(), 1, "the oversized ones never became messages");
-    assert_eq!(users[0]["seq"], 1);
+    assert_eq!(
+        users[0]["seq"], 3,
+        "after `starting` and `idle`, and no seq taken before"
+    );
 }
 
 #[tokio::test]
@@ -863,7 +870,10 @@ async fn a_malformed_message_gets_a_private_error_and_the_socket_stays_usable() 
     );
     let users: Vec<&Value> = ws.frames.iter().filter(|f| f["type"] == "user").collect();
     assert_eq!(users.len(), 1);
-    assert_eq!(users[0]["seq"], 1, "refused messages took no seq");
+    assert_eq!(
+        users[0]["seq"], 3,
+        "refused messages took no seq (1 and 2 are starting and idle)"
+    );
 }
 
 #[tokio::test]
