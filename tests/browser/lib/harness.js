@@ -303,11 +303,13 @@ export async function screenshot(page, name) {
  * The daemon (with the mock and a browser) for one test.
  *
  * @param {import('node:test').TestContext} t
- * @param {{config?: object}} [options]
+ * @param {{config?: object | ((mockUrl: string) => object)}} [options] daemon config sections;
+ *   a function gets the mock's base URL (for settings that point at it, such as `[oauth]`).
  */
 export async function setup(t, options = {}) {
   const mock = await startMock(t);
-  const daemon = await startDaemon(t, { mockUrl: mock.url, config: options.config });
+  const config = typeof options.config === 'function' ? options.config(mock.url) : options.config;
+  const daemon = await startDaemon(t, { mockUrl: mock.url, config });
   const context = await launchBrowser(t);
   const page = await firstPage(context);
   return { mock, daemon, context, page };

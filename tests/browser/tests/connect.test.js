@@ -79,8 +79,38 @@ test('when the key check cannot reach Anthropic, the page says validation_unavai
   await page.locator('[data-form="api-key"] [role="alert"] code', { hasText: 'validation_unavailable' }).waitFor();
 });
 
+/** Subscription sign-in on, with the mock as the OAuth provider (callback mode). */
+const withOAuth = (mockUrl) => ({
+  claude_auth: { subscription_login: true },
+  oauth: {
+    authorize_url: `${mockUrl}/oauth/authorize`,
+    token_url: `${mockUrl}/oauth/token`,
+    client_id: 'sashad-test-client',
+    scopes: ['user:inference'],
+  },
+});
+
+test('signing in with a Claude account in a popup connects the account', async (t) => {
+  const { daemon, page, context } = await setup(t, { config: withOAuth });
+  await register(page, daemon.url, 'olivia');
+  const popupOpened = context.waitForEvent('page');
+  await page.getByRole('button', { name: 'Sign in with Claude account' }).click();
+  const popup = await popupOpened;
+  // The mock provider approves at once and redirects to sashad's callback page.
+  await popup.waitForURL(/\/api\/claude\/auth\/oauth\/callback/);
+  await popup.getByRole('heading', { name: 'Signed in' }).waitFor();
+  await screenshot(popup, 'oauth-callback');
+  // The page polled the sign-in's status and shows the account connected.
+  await page.locator('[data-claude-badge]', { hasText: 'Claude connected' }).waitFor();
+  await page.getByText('Signed in.').waitFor();
+  const status = await page.evaluate(async () => (await fetch('/api/claude/auth/status')).json());
+  assert.equal(status.authType, 'oauth');
+  assert.equal(status.authenticated, true);
+  await screenshot(page, 'oauth-connected');
+});
+
 test('subscription sign-in and setup tokens appear only when the operator turns them on', async (t) => {
-  const { daemon, page } = await setup(t, { config: { claude_auth: { subscription_login: true } } });
+  const { daemon, page } = await setup(t, { config: withOAuth });
   await register(page, daemon.url, 'dave');
   await page.getByRole('button', { name: 'Sign in with Claude account' }).waitFor();
   await page.getByRole('heading', { name: 'Use a setup token' }).waitFor();
