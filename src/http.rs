@@ -158,7 +158,11 @@ pub async fn observe(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let request_id = hex::encode(rand::random::<[u8; 8]>());
     let method = req.method().clone();
-    let path = req.path().to_owned();
+    // An OAuth `state` in a path is a one-time secret: it is logged as its route pattern.
+    let path = match req.path() {
+        p if p.starts_with(OAUTH_STATUS_PREFIX) => format!("{OAUTH_STATUS_PREFIX}{{state}}"),
+        p => p.to_owned(),
+    };
     req.extensions_mut().insert(RequestId(request_id.clone()));
     let span = tracing::info_span!("request", request_id = %request_id);
     let started = Instant::now();
@@ -244,6 +248,9 @@ fn security_headers() -> [(HeaderName, HeaderValue); 4] {
         (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
     ]
 }
+
+/// Paths under this prefix end in an OAuth `state`, which the access log never shows.
+const OAUTH_STATUS_PREFIX: &str = "/api/claude/auth/oauth/status/";
 
 /// The id of the request being served, in request extensions.
 #[derive(Debug, Clone)]

@@ -13,6 +13,7 @@ mod keys;
 mod log_hygiene;
 mod mock_api_cli;
 mod mock_api_http;
+mod oauth;
 mod operations;
 mod providers;
 mod sessions_cli;
