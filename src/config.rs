@@ -59,6 +59,8 @@ pub struct Settings {
     pub websocket: WebSocketSettings,
     /// `[limits]`: admission limits.
     pub limits: LimitSettings,
+    /// `[isolation]`: the sandbox of every child.
+    pub isolation: IsolationSettings,
     /// `[metrics]`: access to `/metrics`.
     pub metrics: MetricsSettings,
     /// `[tls]`: the built-in HTTPS listener.
@@ -396,6 +398,64 @@ impl Default for WebSocketSettings {
     }
 }
 
+/// How children are kept apart (`isolation.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IsolationMode {
+    /// `uid` when the daemon is root, else `userns` when the kernel allows it, else refuse to
+    /// start.
+    Auto,
+    /// bubblewrap, with each user's children under their own host uid (the daemon is root).
+    Uid,
+    /// bubblewrap in a user namespace; every child runs as the daemon's host uid, mapped to the
+    /// user's uid inside (the daemon is not root).
+    Userns,
+    /// No sandbox: every child runs as the daemon's user and can read what it can. Only for a
+    /// single-user machine; logged as a warning at startup and shown in the admin API.
+    None,
+}
+
+/// `[isolation]`: the sandbox of every child (issue "Isolation between users").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IsolationSettings {
+    /// `auto`, `uid`, `userns` or `none`. Default `auto`.
+    pub mode: IsolationMode,
+    /// The bubblewrap binary. Default `bwrap` (on PATH).
+    pub bwrap: PathBuf,
+    /// First uid (and gid) of the range users' children run as. Default 200000.
+    pub uid_base: u32,
+    /// Size of that range: at most this many users. Default 100000.
+    pub uid_count: u32,
+    /// `RLIMIT_NPROC` of a child: processes its user may have in all. Default 1024.
+    pub max_processes: u64,
+    /// `RLIMIT_NOFILE` of a child. Default 4096.
+    pub max_open_files: u64,
+    /// cgroup v2 `memory.max` per session where a delegated cgroup is available (`"2G"`, bytes
+    /// or `max`). Default `max`.
+    pub memory_max: String,
+    /// cgroup v2 `pids.max` per session. Default 1024.
+    pub pids_max: u64,
+    /// cgroup v2 `cpu.max` per session (`"<quota> <period>"` in µs, or `max`). Default `max`.
+    pub cpu_max: String,
+}
+
+impl Default for IsolationSettings {
+    fn default() -> Self {
+        Self {
+            mode: IsolationMode::Auto,
+            bwrap: PathBuf::from("bwrap"),
+            uid_base: 200_000,
+            uid_count: 100_000,
+            max_processes: 1024,
+            max_open_files: 4096,
+            memory_max: "max".to_owned(),
+            pids_max: 1024,
+            cpu_max: "max".to_owned(),
+        }
+    }
+}
+
 /// `[metrics]`: who may read `GET /metrics`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -638,6 +698,21 @@ impl Settings {
             && o.authorize_url.is_some()
         {
             return invalid("oauth.redirect_mode = \"paste\" needs oauth.redirect_uri (the provider's code page)".into());
+        }
+        let iso = &self.isolation;
+        if iso.uid_base < 1000
+            || iso.uid_count == 0
+            || iso.uid_base.checked_add(iso.uid_count).is_none()
+        {
+            return invalid(
+                "isolation.uid_base must be at least 1000 and uid_base + uid_count fit in 32 bits"
+                    .into(),
+            );
+        }
+        if iso.max_processes == 0 || iso.max_open_files < 64 {
+            return invalid(
+                "isolation.max_processes must be at least 1 and max_open_files at least 64".into(),
+            );
         }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             return invalid("set both tls.cert_file and tls.key_file, or neither".into());

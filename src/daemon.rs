@@ -64,6 +64,10 @@ pub struct Prepared {
     pub keyring: Keyring,
     /// Where the active key came from.
     pub key_source: KeySource,
+    /// The sandbox of children.
+    pub isolation: crate::sandbox::Isolation,
+    /// The delegated cgroup, or why there is none.
+    pub cgroups: Result<crate::sandbox::Cgroups, String>,
 }
 
 /// Opens the store and loads and verifies the master key.
@@ -81,11 +85,29 @@ pub fn prepare(mut settings: Settings, key_options: &KeyOptions) -> anyhow::Resu
         key_options.env_file.as_deref(),
         key_options.credentials_directory.as_deref(),
     )?;
+    let isolation = crate::sandbox::probe(&settings.isolation)?;
+    let cgroups = if matches!(isolation, crate::sandbox::Isolation::None) {
+        Err("no sandbox".to_owned())
+    } else {
+        crate::sandbox::Cgroups::detect()
+    };
+    let limits = crate::sandbox::describe(&isolation, &cgroups, &settings.isolation);
+    if matches!(isolation, crate::sandbox::Isolation::None) {
+        tracing::warn!(
+            limits = %limits,
+            "isolation.mode = \"none\": children run WITHOUT a sandbox, as the daemon's user; any user's \
+             Claude can read other users' files and credentials. Use this only on a single-user machine"
+        );
+    } else {
+        tracing::info!(limits = %limits, "children run sandboxed (isolation {})", isolation.name());
+    }
     Ok(Prepared {
         settings,
         store,
         keyring,
         key_source,
+        isolation,
+        cgroups,
     })
 }
 
@@ -140,7 +162,10 @@ pub async fn run(
         store,
         keyring,
         key_source,
+        isolation,
+        cgroups,
     } = prepared;
+    let isolation_summary = crate::sandbox::describe(&isolation, &cgroups, &settings.isolation);
     let local_addr = listener.local_addr().context("listener has no address")?;
     let tls = settings.tls.enabled();
     let tls_config = if tls {
@@ -189,6 +214,9 @@ pub async fn run(
         settings: live.clone(),
         path: std::env::var("PATH").ok(),
         lang: std::env::var("LANG").ok(),
+        sandbox_program: crate::sandbox::program(&settings.claude.binary),
+        isolation,
+        cgroups: cgroups.ok(),
     });
     // Children are spawned from these threads, which live as long as the daemon: the parent
     // death signal is tied to the thread that forks (prctl(2)).
@@ -224,6 +252,7 @@ pub async fn run(
         signin,
         metrics_token,
         started: std::time::Instant::now(),
+        isolation: isolation_summary,
     });
     let app_state = state.clone();
     let metrics_on_main = metrics_listener.is_none();

@@ -71,6 +71,8 @@ pub struct AppState {
     pub metrics_token: Option<zeroize::Zeroizing<String>>,
     /// When the daemon started, for uptime.
     pub started: std::time::Instant,
+    /// The sandbox and limits in force, for the admin API.
+    pub isolation: serde_json::Value,
 }
 
 impl std::fmt::Debug for AppState {

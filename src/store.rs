@@ -140,6 +140,17 @@ pub struct UserRecord {
     pub disabled: bool,
     /// Unix seconds.
     pub created_at: i64,
+    /// The user's slot in `isolation.uid_base..+uid_count`: their children run as uid and gid
+    /// `uid_base + uid_slot`. Allocated once, at creation (schema 2).
+    #[serde(default)]
+    pub uid_slot: Option<u32>,
+}
+
+impl UserRecord {
+    /// The host uid (= gid) of this user's children, given `isolation.uid_base`.
+    pub fn uid(&self, base: u32) -> Option<u32> {
+        self.uid_slot.and_then(|slot| base.checked_add(slot))
+    }
 }
 
 impl std::fmt::Debug for UserRecord {

@@ -255,6 +255,7 @@ async fn daemon(authed: Authed, state: web::Data<AppState>) -> Result<HttpRespon
         "listen": state.local_addr.to_string(),
         "keyId": state.keyring.active_kid().to_string(),
         "config": config,
+        "isolation": state.isolation,
         "limits": {
             "sessionsPerUser": settings.limits.sessions_per_user,
             "liveChildren": settings.limits.live_children,

@@ -7,15 +7,40 @@
 use super::{trees, Store, StoreError};
 
 /// The schema this sashad writes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 const VERSION_KEY: &str = "schema_version";
 
 /// A migration from version `n` (its index + 1) to `n + 1`.
 type Step = fn(&Store) -> Result<(), StoreError>;
 
-/// Steps from version 1 upwards. Empty while version 1 is the only layout.
-const STEPS: &[Step] = &[];
+/// Steps from version 1 upwards: `STEPS[0]` takes 1 to 2.
+const STEPS: &[Step] = &[assign_uid_slots];
+
+/// 1 → 2: every user gets a uid slot (per-user uids, issue "Isolation between users"), in
+/// creation order, and the next free slot is recorded.
+fn assign_uid_slots(store: &Store) -> Result<(), StoreError> {
+    let mut users = store.list_users()?;
+    users.sort_by(|a, b| {
+        a.created_at
+            .cmp(&b.created_at)
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    let mut next = 0u32;
+    for mut user in users {
+        if let Some(slot) = user.uid_slot {
+            next = next.max(slot + 1);
+            continue;
+        }
+        user.uid_slot = Some(next);
+        next += 1;
+        store.put_user(&user)?;
+    }
+    store.meta_set(
+        std::str::from_utf8(super::sled::NEXT_UID_SLOT_KEY).unwrap_or("next_uid_slot"),
+        &next.to_be_bytes(),
+    )
+}
 
 /// Brings the store to [`SCHEMA_VERSION`], flushing after each step.
 pub(super) fn migrate(store: &Store) -> Result<(), StoreError> {
@@ -66,6 +91,63 @@ pub(super) fn migrate(store: &Store) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn version_1_stores_get_uid_slots() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            for name in ["a", "b"] {
+                let created = store
+                    .create_user(
+                        name,
+                        "h",
+                        crate::store::Role::User,
+                        crate::store::Admission::Open,
+                    )
+                    .unwrap();
+                let crate::store::CreateUser::Created(mut user) = created else {
+                    panic!()
+                };
+                // Make it look like a version-1 record.
+                user.uid_slot = None;
+                store.put_user(&user).unwrap();
+            }
+            store
+                .meta_remove(std::str::from_utf8(super::super::sled::NEXT_UID_SLOT_KEY).unwrap())
+                .unwrap();
+            store.meta_set(VERSION_KEY, &1u32.to_be_bytes()).unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            store.meta_get(VERSION_KEY).unwrap().unwrap(),
+            SCHEMA_VERSION.to_be_bytes()
+        );
+        let mut slots: Vec<u32> = store
+            .list_users()
+            .unwrap()
+            .iter()
+            .map(|u| u.uid_slot.unwrap())
+            .collect();
+        slots.sort();
+        assert_eq!(slots, [0, 1]);
+        let crate::store::CreateUser::Created(c) = store
+            .create_user(
+                "c",
+                "h",
+                crate::store::Role::User,
+                crate::store::Admission::Open,
+            )
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            c.uid_slot,
+            Some(2),
+            "new users continue after the migrated ones"
+        );
+    }
 
     #[test]
     fn fresh_store_gets_the_current_version_and_newer_is_refused() {

@@ -8,6 +8,9 @@ use super::{
     PendingStatus, Role, SessionRecord, Store, StoreError, TokenRecord, UserRecord,
 };
 
+/// The `meta` key holding the next free uid slot (big-endian u32).
+pub(super) const NEXT_UID_SLOT_KEY: &[u8] = b"next_uid_slot";
+
 /// The `meta` key recording that the first user exists (read inside the registration
 /// transaction, so two first registrations cannot both become admin).
 const FIRST_USER_KEY: &[u8] = b"first_user";
@@ -83,6 +86,11 @@ impl Store {
             if by_name.get(name_key.as_bytes())?.is_some() {
                 return Ok(CreateUser::Taken);
             }
+            let slot = meta
+                .get(NEXT_UID_SLOT_KEY)?
+                .and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok())
+                .map_or(0, u32::from_be_bytes);
+            meta.insert(NEXT_UID_SLOT_KEY, &(slot + 1).to_be_bytes())?;
             let record = UserRecord {
                 v: 1,
                 id: id.clone(),
@@ -91,6 +99,7 @@ impl Store {
                 role: if first { Role::Admin } else { role },
                 disabled: false,
                 created_at: now(),
+                uid_slot: Some(slot),
             };
             users.insert(id.as_bytes(), encode(&record))?;
             by_name.insert(name_key.as_bytes(), id.as_bytes())?;
@@ -197,6 +206,13 @@ impl Store {
         })?;
         self.flush()?;
         Ok(true)
+    }
+
+    /// Stores a user record as it is (migrations).
+    pub(super) fn put_user(&self, user: &UserRecord) -> Result<(), StoreError> {
+        self.tree(trees::USERS)?
+            .insert(user.id.as_bytes(), encode(user))?;
+        Ok(())
     }
 
     // ---- tokens ----

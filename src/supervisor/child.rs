@@ -85,6 +85,10 @@ pub struct ChildOptions {
     pub stderr_tail_bytes: usize,
     /// Wait of each stop step.
     pub stop_timeout: Duration,
+    /// `RLIMIT_NPROC`: processes the child's uid may have.
+    pub max_processes: u64,
+    /// `RLIMIT_NOFILE`.
+    pub max_open_files: u64,
 }
 
 /// How a stop should go.
@@ -206,7 +210,11 @@ pub struct Spawned {
 /// Spawns the child described by `spec`. Must run on a long-lived thread (see module docs).
 ///
 /// Errors: the program is missing or not executable, or the cwd is gone.
-pub fn spawn(spec: &ChildSpec, options: &ChildOptions) -> io::Result<Spawned> {
+pub fn spawn(
+    spec: &ChildSpec,
+    options: &ChildOptions,
+    cgroup: Option<&crate::sandbox::SessionCgroup>,
+) -> io::Result<Spawned> {
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args)
         .env_clear()
@@ -217,7 +225,7 @@ pub fn spawn(spec: &ChildSpec, options: &ChildOptions) -> io::Result<Spawned> {
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    set_parent_death_signal(&mut cmd);
+    before_exec(&mut cmd, options, cgroup.map(|c| c.procs_fd()));
     let mut child = cmd.spawn()?;
     let pid = child
         .id()
@@ -272,13 +280,32 @@ pub fn spawn(spec: &ChildSpec, options: &ChildOptions) -> io::Result<Spawned> {
     })
 }
 
-/// Sets `PR_SET_PDEATHSIG(SIGKILL)` in the child between fork and exec.
-fn set_parent_death_signal(cmd: &mut Command) {
-    // SAFETY: the closure runs in the forked child before exec and only calls prctl(2), which
-    // is async-signal-safe; it allocates nothing and takes no lock.
+/// Between fork and exec: `PR_SET_PDEATHSIG(SIGKILL)`, the rlimits (`RLIMIT_NPROC`,
+/// `RLIMIT_NOFILE`, `RLIMIT_CORE = 0`; inherited through bubblewrap and `setpriv`, and
+/// counted against the user's own uid), and entry into the session's cgroup.
+fn before_exec(
+    cmd: &mut Command,
+    options: &ChildOptions,
+    cgroup_procs: Option<std::os::fd::RawFd>,
+) {
+    use nix::sys::resource::{setrlimit, Resource};
+    let (nproc, nofile) = (options.max_processes, options.max_open_files);
+    // SAFETY: the closure runs in the forked child before exec. It only makes system calls that
+    // are async-signal-safe (prctl, setrlimit, write); it allocates nothing and takes no lock.
+    // The cgroup fd is open in the parent for the whole spawn (the `SessionCgroup` outlives it).
     #[allow(unsafe_code)]
     unsafe {
-        cmd.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from));
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
+            setrlimit(Resource::RLIMIT_NPROC, nproc, nproc).map_err(io::Error::from)?;
+            setrlimit(Resource::RLIMIT_NOFILE, nofile, nofile).map_err(io::Error::from)?;
+            setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(io::Error::from)?;
+            if let Some(fd) = cgroup_procs {
+                let fd = std::os::fd::BorrowedFd::borrow_raw(fd);
+                nix::unistd::write(fd, b"0").map_err(io::Error::from)?;
+            }
+            Ok(())
+        });
     }
 }
 

@@ -391,7 +391,11 @@ impl Handler<AcquireChild> for Registry {
             None
         };
         let (keeper, workspace) = (self.keeper.clone(), self.workspace.clone());
-        let subscription_login = self.cfg.settings.get().claude_auth.subscription_login;
+        let place = Placement {
+            cfg: self.cfg.clone(),
+            store: self.store.clone(),
+            session_id: session_id.clone(),
+        };
         let (owner, project) = (msg.owner, msg.project);
         let reserve_id = session_id.clone();
         Box::pin(
@@ -422,7 +426,7 @@ impl Handler<AcquireChild> for Registry {
                 .then(move |slot, act, _ctx| {
                     async move {
                         slot?;
-                        load_grant(keeper, workspace, subscription_login, owner, project).await
+                        load_grant(keeper, workspace, place, owner, project).await
                     }
                     .into_actor(act)
                 })
@@ -443,10 +447,11 @@ impl Handler<AcquireChild> for Registry {
 async fn load_grant(
     keeper: Arc<CredentialKeeper>,
     workspace: Workspace,
-    subscription_login: bool,
+    place: Placement,
     owner: String,
     project: String,
 ) -> Result<ChildGrant, SessionError> {
+    let subscription_login = place.cfg.settings.get().claude_auth.subscription_login;
     let (record, credential) = match keeper.for_child(&owner).await {
         Ok(Some(found)) => found,
         Ok(None) => return Err(SessionError::NoCredentials),
@@ -476,24 +481,100 @@ async fn load_grant(
         return Err(SessionError::SubscriptionDisabled);
     }
     let files = credential.files();
+    let sandboxing = place.cfg.isolation.clone();
+    let settings = place.cfg.settings.get();
+    let cgroups = place.cfg.cgroups.clone();
+    let session_id = place.session_id;
+    let store = place.store;
     let paths = actix_web::rt::task::spawn_blocking(move || {
-        let home = workspace.home(&owner)?;
-        let cwd = workspace.project(&owner, &project)?;
-        for (relative, contents) in &files {
-            write_private_file(&home.join(relative), contents)?;
+        let user = store
+            .user(&owner)
+            .ok()
+            .flatten()
+            .ok_or_else(|| "the session's owner is gone".to_owned())?;
+        let home = workspace.home(&owner).map_err(|e| e.to_string())?;
+        let cwd = workspace.project(&owner, &project).map_err(|e| e.to_string())?;
+        let base = settings.isolation.uid_base;
+        let (uid, gid) = match (&sandboxing, user.uid(base)) {
+            (crate::sandbox::Isolation::Uid { .. }, Some(uid)) => (uid, uid),
+            (crate::sandbox::Isolation::Uid { .. }, None) => return Err("the user has no uid slot".into()),
+            (_, uid) => (uid.unwrap_or(base), uid.unwrap_or(base)),
+        };
+        let mut etc = (None, None);
+        if !matches!(sandboxing, crate::sandbox::Isolation::None) {
+            let (passwd, group) = crate::sandbox::passwd_files(&user.username, uid, gid, &home);
+            let dir = workspace.root().join("etc").join(&owner);
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            std::fs::write(dir.join("passwd"), passwd).map_err(|e| e.to_string())?;
+            std::fs::write(dir.join("group"), group).map_err(|e| e.to_string())?;
+            etc = (Some(dir.join("passwd")), Some(dir.join("group")));
         }
-        Ok::<_, crate::workspace::WorkspaceError>((home, cwd))
+        for (relative, contents) in &files {
+            write_private_file(&home.join(relative), contents).map_err(|e| e.to_string())?;
+        }
+        if let crate::sandbox::Isolation::Uid { .. } = sandboxing {
+            // The user's own folders (and anything the daemon wrote in them) belong to their uid.
+            chown_tree_owned_by_us(&home, uid, gid).map_err(|e| e.to_string())?;
+            chown_tree_owned_by_us(&cwd, uid, gid).map_err(|e| e.to_string())?;
+        }
+        let cgroup = match &cgroups {
+            Some(c) => match c.session(&session_id, &settings.isolation) {
+                Ok(cgroup) => Some(cgroup),
+                Err(e) => {
+                    tracing::warn!(session_id = %session_id, error = %e, "cannot create the session's cgroup");
+                    None
+                }
+            },
+            None => None,
+        };
+        let sandbox = crate::sandbox::SandboxInput {
+            uid,
+            gid,
+            etc_passwd: etc.0,
+            etc_group: etc.1,
+            program: place.cfg.sandbox_program.clone(),
+        };
+        Ok::<_, String>((home, cwd, sandbox, cgroup))
     })
     .await
     .map_err(|_| SessionError::ShuttingDown)?;
-    let (home, cwd) = paths.map_err(|e| SessionError::SpawnFailed(e.to_string()))?;
+    let (home, cwd, sandbox, cgroup) = paths.map_err(SessionError::SpawnFailed)?;
     Ok(ChildGrant {
         credential_env: credential.env(&home),
         credential_generation: record.generation,
         credential_kind: record.kind,
         home,
         cwd,
+        sandbox,
+        cgroup,
     })
+}
+
+/// Where a grant goes: what `load_grant` needs besides the credential.
+struct Placement {
+    cfg: Arc<SessionConfig>,
+    store: Store,
+    session_id: String,
+}
+
+/// Gives `path` and what is under it to `uid`:`gid` where it is still owned by the daemon's
+/// uid (a new folder, a file the daemon wrote); files the user made are theirs already.
+fn chown_tree_owned_by_us(path: &std::path::Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid().as_raw();
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&p)?;
+        if meta.uid() == me {
+            std::os::unix::fs::lchown(&p, Some(uid), Some(gid))?;
+            if meta.is_dir() {
+                for entry in std::fs::read_dir(&p)? {
+                    stack.push(entry?.path());
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Writes `contents` to `path` with mode 0600 (parents 0700), replacing it atomically.

@@ -50,15 +50,24 @@ pub struct SessionConfig {
     pub path: Option<String>,
     /// The daemon's LANG, for children.
     pub lang: Option<String>,
+    /// The sandbox in force.
+    pub isolation: crate::sandbox::Isolation,
+    /// The delegated cgroup, when there is one.
+    pub cgroups: Option<crate::sandbox::Cgroups>,
+    /// The CLI as sandboxes run it (real path, folder shown read-only).
+    pub sandbox_program: Option<crate::sandbox::SandboxProgram>,
 }
 
 impl SessionConfig {
     fn child_options(&self) -> ChildOptions {
-        let s = self.settings.get().sessions.clone();
+        let settings = self.settings.get();
+        let s = &settings.sessions;
         ChildOptions {
             max_line_bytes: s.max_line_bytes,
             stderr_tail_bytes: s.stderr_tail_bytes,
             stop_timeout: s.stop_timeout,
+            max_processes: settings.isolation.max_processes,
+            max_open_files: settings.isolation.max_open_files,
         }
     }
 }
@@ -75,6 +84,10 @@ pub struct ChildGrant {
     pub home: PathBuf,
     /// cwd (the project folder).
     pub cwd: PathBuf,
+    /// The sandbox's uid, gid and `/etc` files.
+    pub sandbox: crate::sandbox::SandboxInput,
+    /// The session's cgroup, when cgroup limits are in force.
+    pub cgroup: Option<crate::sandbox::SessionCgroup>,
 }
 
 impl std::fmt::Debug for ChildGrant {
@@ -114,6 +127,8 @@ struct LiveChild {
     spawned_at: Option<Instant>,
     /// Unix seconds when it was spawned.
     started_at: i64,
+    /// Its cgroup, removed once the child is gone.
+    _cgroup: Option<crate::sandbox::SessionCgroup>,
 }
 
 /// A message waiting for its turn.
@@ -633,7 +648,8 @@ impl Session {
             path: self.cfg.path.clone(),
             lang: self.cfg.lang.clone(),
         });
-        let spawned = match child::spawn(&spec, &self.cfg.child_options()) {
+        let spec = crate::sandbox::wrap(spec, &self.cfg.isolation, &grant.sandbox);
+        let spawned = match child::spawn(&spec, &self.cfg.child_options(), grant.cgroup.as_ref()) {
             Ok(spawned) => spawned,
             Err(e) => {
                 drop(spec);
@@ -663,6 +679,7 @@ impl Session {
             exit: None,
             spawned_at: Some(Instant::now()),
             started_at: now(),
+            _cgroup: grant.cgroup,
         });
         metrics().child_spawns.with_label_values(&["ok"]).inc();
         metrics().live_children.inc();

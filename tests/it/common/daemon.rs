@@ -502,3 +502,42 @@ pub fn process_cmdline(pid: u32) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// The pid namespace of a process (`/proc/<pid>/ns/pid`), if it is alive.
+pub fn pid_namespace(pid: u32) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/ns/pid"))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
+/// Host pids of every live process inside the sandbox whose bubblewrap monitor is `outer` (the
+/// pid a session reports): the processes in the pid namespaces of its children.
+pub fn processes_in_sandbox(outer: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let pids: Vec<u32> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    let parent_of = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    let own = pid_namespace(outer);
+    let namespaces: Vec<String> = pids
+        .iter()
+        .filter(|p| parent_of(**p) == Some(outer))
+        .filter_map(|p| pid_namespace(*p))
+        .filter(|ns| Some(ns) != own.as_ref())
+        .collect();
+    pids.into_iter()
+        .filter(|p| process_alive(*p))
+        .filter(|p| pid_namespace(*p).is_some_and(|ns| namespaces.contains(&ns)))
+        .collect()
+}
