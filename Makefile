@@ -23,12 +23,12 @@ build:
 	$(CARGO) build --release --locked
 
 # The pinned CLI (version and lockfile in tools/claude), installed with `npm ci` so the exact
-# tarball the lockfile names is used. Reinstalled when the pin changes.
+# tarball the lockfile names is used. Reinstalled when the pin changes. The Dockerfile runs the
+# same script, so the image ships exactly the CLI the tests run.
 cli: $(CLI)
 
-$(CLI): $(CLI_DIR)/package.json $(CLI_DIR)/package-lock.json
-	cd $(CLI_DIR) && npm ci --no-audit --no-fund
-	@test -x $(CLI) || { echo "npm did not install $(CLI)"; exit 1; }
+$(CLI): $(CLI_DIR)/package.json $(CLI_DIR)/package-lock.json scripts/install-runtime.sh
+	scripts/install-runtime.sh cli $(CLI_DIR)
 	@touch -h $(CLI)
 
 test: cli lint unit-and-integration browser-test
