@@ -95,8 +95,8 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
   CMD ["/usr/local/bin/sashad-healthcheck"]
 
 # sashad stops its sessions on SIGTERM (each child: stdin closed, SIGTERM, SIGKILL) and exits 0.
-# That can take about 20 s with the default timeouts: give `docker stop` a longer grace period
-# (docker-compose.yml sets stop_grace_period: 45s).
+# That can take about 20 s with the default timeouts (config/sashad.service has the figures):
+# give `docker stop` a longer grace period (docker-compose.yml sets stop_grace_period: 60s).
 STOPSIGNAL SIGTERM
 
 # Issue 6 asks for ENTRYPOINT ["sashad","serve"] with tini as PID 1; both hold only if tini is

@@ -6,13 +6,20 @@
 #
 # Without an argument, the address is server.listen as `sashad config check` reports it, so a
 # port changed with SASHAD__SERVER__LISTEN or a mounted config is followed. A wildcard listen
-# address (0.0.0.0, [::]) is probed on the loopback.
+# address (0.0.0.0, [::]) is probed on the loopback. When sashad serves TLS itself
+# (tls.cert_file), bash cannot speak it: the check is then only that the port accepts a
+# connection.
 set -eu
 
 listen=${1:-}
+tls=0
 if [ -z "$listen" ]; then
-  listen=$(sashad config check | sed -n 's/^listen = "\(.*\)"$/\1/p')
+  config=$(sashad config check)
+  listen=$(sed -n 's/^listen = "\(.*\)"$/\1/p' <<<"$config")
   listen=${listen%%$'\n'*}
+  if grep -q '^cert_file = ' <<<"$config"; then
+    tls=1
+  fi
 fi
 [ -n "$listen" ] || { echo "healthcheck: cannot find server.listen" >&2; exit 1; }
 
@@ -26,6 +33,9 @@ case "$host" in
 esac
 
 exec 3<>"/dev/tcp/$host/$port"
+if [ "$tls" = 1 ]; then
+  exit 0
+fi
 printf 'GET /healthz HTTP/1.0\r\nHost: localhost\r\nConnection: close\r\n\r\n' >&3
 status=""
 IFS= read -r -t 5 status <&3 || true
