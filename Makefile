@@ -23,15 +23,15 @@ build:
 	$(CARGO) build --release --locked
 
 # The pinned CLI (version and lockfile in tools/claude), installed with `npm ci` so the exact
-# tarball the lockfile names is used. Reinstalled when the pin changes.
+# tarball the lockfile names is used. Reinstalled when the pin changes. The Dockerfile runs the
+# same script, so the image ships exactly the CLI the tests run.
 cli: $(CLI)
 
-$(CLI): $(CLI_DIR)/package.json $(CLI_DIR)/package-lock.json
-	cd $(CLI_DIR) && npm ci --no-audit --no-fund
-	@test -x $(CLI) || { echo "npm did not install $(CLI)"; exit 1; }
+$(CLI): $(CLI_DIR)/package.json $(CLI_DIR)/package-lock.json scripts/install-runtime.sh
+	scripts/install-runtime.sh cli $(CLI_DIR)
 	@touch -h $(CLI)
 
-test: cli lint unit-and-integration browser-test
+test: cli lint lint-packaging unit-and-integration browser-test
 
 lint:
 	$(CARGO) fmt --check
@@ -74,3 +74,46 @@ bench:
 
 clean-cli:
 	rm -rf $(CLI_DIR)/node_modules
+
+# ---- Packaging: Dockerfile, docker-compose.yml, config/sashad.service, scripts/*.sh ----------
+# hadolint and check-jsonschema come from PyPI into a local venv (pins in tools/lint); shellcheck
+# and systemd-analyze are Debian's, installed by .ci/run. Outside CI a missing system tool skips
+# its check with a note; in CI (CI=true) it fails. No Docker engine runs on the build machines:
+# the image's layout is tested by tests/it/container.rs.
+LINT_VENV     := tools/lint/venv
+LINT_BIN      := $(LINT_VENV)/bin
+SHELL_SCRIPTS := $(wildcard scripts/*.sh)
+# A tool this check needs is missing: $(call lint-missing,TOOL,HOW TO INSTALL IT)
+lint-missing = if [ "$(CI)" = true ]; then echo "$(1) is missing; $(2)" >&2; exit 1; \
+	else echo "note: $(1) is not installed, check skipped ($(2))"; fi
+
+.PHONY: lint-packaging lint-docker lint-compose lint-systemd lint-shell
+
+lint-packaging: lint-docker lint-compose lint-systemd lint-shell
+
+$(LINT_VENV)/.installed: tools/lint/requirements.txt
+	python3 -m venv $(LINT_VENV)
+	$(LINT_BIN)/pip install --quiet --disable-pip-version-check -r tools/lint/requirements.txt
+	@touch $@
+
+lint-docker: $(LINT_VENV)/.installed
+	$(LINT_BIN)/hadolint --failure-threshold info Dockerfile
+
+# The Compose schema always; `docker compose config` too where the compose plugin exists.
+lint-compose: $(LINT_VENV)/.installed
+	$(LINT_BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+	@if docker compose version >/dev/null 2>&1; then \
+		echo "docker compose config --quiet"; docker compose -f docker-compose.yml config --quiet; \
+	else echo "note: no docker compose plugin here; docker-compose.yml checked against the schema only"; fi
+
+# systemd-analyze verify on the unit, with ExecStart= pointed at the binary built here.
+lint-systemd:
+	@if command -v systemd-analyze >/dev/null; then \
+		$(CARGO) build --locked --bin sashad && \
+		scripts/check-systemd-unit.sh config/sashad.service target/debug/sashad; \
+	else $(call lint-missing,systemd-analyze,apt-get install systemd); fi
+
+lint-shell:
+	@if command -v shellcheck >/dev/null; then \
+		echo "shellcheck $(SHELL_SCRIPTS)"; shellcheck $(SHELL_SCRIPTS); \
+	else $(call lint-missing,shellcheck,apt-get install shellcheck); fi

@@ -7,6 +7,7 @@ mod common;
 mod accounts;
 mod api_key;
 mod assets;
+mod container;
 mod fake_cli;
 mod health;
 mod keys;

@@ -37,6 +37,10 @@ pub struct TestEnv {
     /// Start through `sh -c 'WATCHDOG_PID=$$ exec …'`, as systemd sets `WATCHDOG_PID` to the
     /// main process's own pid.
     pub watchdog_pid: bool,
+    /// Pass the generated config with `--config` (the default). When false, the daemon gets no
+    /// `--config` flag and `config` is unused: it boots as the container image does, with the
+    /// file named by `SASHAD_CONFIG` in `env`.
+    pub config_flag: bool,
 }
 
 impl TestEnv {
@@ -48,6 +52,7 @@ impl TestEnv {
             env: Vec::new(),
             master_key_file: None,
             watchdog_pid: false,
+            config_flag: true,
         };
         env.set("server.listen", "127.0.0.1:0");
         env.set(
@@ -109,7 +114,9 @@ impl TestEnv {
         } else {
             Command::new(sashad_bin())
         };
-        cmd.arg("--config").arg(self.config_path());
+        if self.config_flag {
+            cmd.arg("--config").arg(self.config_path());
+        }
         if let Some(key) = &self.master_key_file {
             cmd.arg("--master-key-file").arg(key);
         }
