@@ -755,7 +755,9 @@ impl Settings {
         }
         let scheme = if self.tls.enabled() { "https" } else { "http" };
         let mut origins = vec![format!("{scheme}://{bound}")];
-        if bound.ip().is_loopback() {
+        // A wildcard listen address (a container's 0.0.0.0) is no browser's origin; loopback is
+        // at least reachable, and public_url names the real one.
+        if bound.ip().is_loopback() || bound.ip().is_unspecified() {
             origins.push(format!("{scheme}://localhost:{}", bound.port()));
             origins.push(format!("{scheme}://127.0.0.1:{}", bound.port()));
         }

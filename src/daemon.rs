@@ -281,6 +281,7 @@ pub async fn run(
                 .listen(listener)
                 .context("cannot serve metrics")?
                 .disable_signals()
+                .shutdown_timeout(2)
                 .run();
             tracing::info!(address = %metrics_addr, "metrics on http://{metrics_addr}/metrics");
             Some(server)
