@@ -322,6 +322,30 @@ async fn reap(
         // A dropped handle (its session is gone) counts as a graceful stop.
         mode = stop_rx => mode.unwrap_or(StopMode::Graceful),
     };
+    // A sandboxed child lives in a pid namespace of its own, in a session of its own: its
+    // processes are not in this group. Note the namespace now, while the child is there to
+    // lead to it, and empty it once the child is gone.
+    let namespace = tokio::task::spawn_blocking(move || sandbox_namespace(pid))
+        .await
+        .ok()
+        .flatten();
+    let status = stop(child, pid, group, mode, stop_timeout).await;
+    if let Some(namespace) = namespace {
+        let _ = tokio::task::spawn_blocking(move || {
+            empty_namespace(&namespace, Duration::from_secs(2))
+        })
+        .await;
+    }
+    status
+}
+
+async fn stop(
+    child: &mut tokio::process::Child,
+    pid: u32,
+    group: Pid,
+    mode: StopMode,
+    stop_timeout: Duration,
+) -> io::Result<ExitStatus> {
     if mode == StopMode::Graceful {
         if let Ok(status) = tokio::time::timeout(stop_timeout, child.wait()).await {
             return status;
@@ -338,6 +362,59 @@ async fn reap(
     }
     let _ = killpg(group, Signal::SIGKILL);
     child.wait().await
+}
+
+/// The pid namespace of the sandbox under `outer` (bubblewrap's monitor): that of a child of
+/// `outer` whose namespace differs from ours. Reads `/proc`; blocking.
+fn sandbox_namespace(outer: u32) -> Option<String> {
+    let ours = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let parent: u32 = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            if parent != outer {
+                return None;
+            }
+            let ns = std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok()?;
+            (ns != ours).then(|| ns.to_string_lossy().into_owned())
+        })
+}
+
+/// Waits (up to `deadline`) until no process is left in `namespace`, killing what remains. The
+/// kernel kills a pid namespace's processes when its init dies (pid_namespaces(7)); this makes
+/// the stop answer only once that is done. Blocking.
+fn empty_namespace(namespace: &str, deadline: Duration) {
+    let until = std::time::Instant::now() + deadline;
+    loop {
+        let left: Vec<i32> = std::fs::read_dir("/proc")
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                    .filter(|pid| {
+                        std::fs::read_link(format!("/proc/{pid}/ns/pid"))
+                            .is_ok_and(|ns| ns.to_string_lossy() == namespace)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if left.is_empty() || std::time::Instant::now() >= until {
+            return;
+        }
+        for pid in left {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 async fn write_stdin(mut stdin: ChildStdin, mut rx: mpsc::Receiver<Bytes>) {

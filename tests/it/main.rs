@@ -10,6 +10,7 @@ mod assets;
 mod container;
 mod fake_cli;
 mod health;
+mod isolation;
 mod keys;
 mod log_hygiene;
 mod mock_api_cli;

@@ -310,10 +310,22 @@ async fn sigterm_stops_every_child_and_exits_zero() {
         pids.push(pid_of(&alice, &session).await.unwrap());
         sockets.push(ws);
     }
-    let groups: Vec<u32> = pids.iter().flat_map(|p| processes_in_group(*p)).collect();
-    assert!(groups.len() >= 3);
+    // Each child is a sandbox: its monitor's group, and the processes of its pid namespace
+    // (the CLI among them).
+    let mut all: Vec<u32> = pids.iter().flat_map(|p| processes_in_group(*p)).collect();
+    all.extend(
+        pids.iter()
+            .flat_map(|p| crate::common::daemon::processes_in_sandbox(*p)),
+    );
+    assert!(all.len() >= 6, "{all:?}");
+    assert!(
+        all.iter().any(|p| process_cmdline(*p)
+            .iter()
+            .any(|a| a.ends_with("claude.exe"))),
+        "the CLI processes are among them"
+    );
     assert_eq!(daemon.stop().code(), Some(0), "{}", daemon.logs.text());
-    for pid in &groups {
+    for pid in &all {
         assert!(!process_alive(*pid), "process {pid} outlived the daemon");
     }
     for pid in &pids {
