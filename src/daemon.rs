@@ -214,7 +214,6 @@ pub async fn run(
         settings: live.clone(),
         path: std::env::var("PATH").ok(),
         lang: std::env::var("LANG").ok(),
-        sandbox_program: crate::sandbox::program(&settings.claude.binary),
         isolation,
         cgroups: cgroups.ok(),
     });

@@ -262,7 +262,19 @@ pub fn bwrap_args(isolation: &Isolation, spec: &ChildSpec, input: &SandboxInput)
         let (uid, gid) = (input.uid.to_string(), input.gid.to_string());
         add(&["--unshare-user", "--uid", &uid, "--gid", &gid]);
     }
-    add(&["--hostname", "sashad", "--ro-bind", "/usr", "/usr"]);
+    // bubblewrap makes a missing mount point's parents 0700 and root's: /etc must be
+    // traversable for the user, or name resolution and CA certificates fail inside.
+    add(&[
+        "--hostname",
+        "sashad",
+        "--ro-bind",
+        "/usr",
+        "/usr",
+        "--perms",
+        "0755",
+        "--dir",
+        "/etc",
+    ]);
     for link in ROOT_LINKS {
         let path = Path::new(link);
         match std::fs::read_link(path) {
@@ -507,7 +519,7 @@ mod tests {
         let joined = args.join(" ");
         assert!(joined.starts_with(
             "--unshare-pid --unshare-ipc --unshare-uts --new-session --die-with-parent --hostname sashad \
-             --ro-bind /usr /usr "
+             --ro-bind /usr /usr --perms 0755 --dir /etc "
         ), "{joined}");
         for etc in ETC_FILES {
             assert!(

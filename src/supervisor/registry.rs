@@ -517,6 +517,14 @@ async fn load_grant(
             chown_tree_owned_by_us(&home, uid, gid).map_err(|e| e.to_string())?;
             chown_tree_owned_by_us(&cwd, uid, gid).map_err(|e| e.to_string())?;
         }
+        // Looked up at each start, so a CLI installed or moved while the daemon runs is found.
+        let binary = &settings.claude.binary;
+        let sandbox_program = match &sandboxing {
+            crate::sandbox::Isolation::None => None,
+            _ => Some(crate::sandbox::program(binary).ok_or_else(|| {
+                format!("{} was not found (claude.binary)", binary.display())
+            })?),
+        };
         let cgroup = match &cgroups {
             Some(c) => match c.session(&session_id, &settings.isolation) {
                 Ok(cgroup) => Some(cgroup),
@@ -532,7 +540,7 @@ async fn load_grant(
             gid,
             etc_passwd: etc.0,
             etc_group: etc.1,
-            program: place.cfg.sandbox_program.clone(),
+            program: sandbox_program,
         };
         Ok::<_, String>((home, cwd, sandbox, cgroup))
     })

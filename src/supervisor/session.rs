@@ -54,8 +54,6 @@ pub struct SessionConfig {
     pub isolation: crate::sandbox::Isolation,
     /// The delegated cgroup, when there is one.
     pub cgroups: Option<crate::sandbox::Cgroups>,
-    /// The CLI as sandboxes run it (real path, folder shown read-only).
-    pub sandbox_program: Option<crate::sandbox::SandboxProgram>,
 }
 
 impl SessionConfig {

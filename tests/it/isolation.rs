@@ -292,11 +292,13 @@ async fn a_fork_bomb_is_contained() {
 #[tokio::test]
 async fn a_works_in_its_own_project_as_its_own_uid_and_leaves_nothing_behind() {
     let mut p = pair(|_| {}).await;
-    let out = p.a.bash("echo written-by-alice > mine.txt && cat mine.txt && id -u && touch /tmp/scratch && echo tmp-ok").await;
+    let out = p.a.bash("echo written-by-alice > mine.txt && cat mine.txt && id -u && touch /tmp/scratch && echo tmp-ok && cat /etc/resolv.conf /etc/ssl/certs/ca-certificates.crt > /dev/null && echo etc-ok && getent hosts localhost").await;
     assert!(
         out.contains("written-by-alice") && out.contains("tmp-ok"),
         "{out}"
     );
+    // What the CLI needs from /etc is readable: name resolution and CA certificates.
+    assert!(out.contains("etc-ok") && out.contains("localhost"), "{out}");
     let file = p.a.project.join("mine.txt");
     let meta = std::fs::metadata(&file).expect("the file is on the host, in A's project");
     let a_uid = std::fs::metadata(&p.a.home).unwrap().uid();
