@@ -187,14 +187,9 @@ impl OAuthProvider {
             .client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
             .set_pkce_verifier(PkceCodeVerifier::new(verifier.to_owned()));
-        let response = tokio::time::timeout(self.timeout, request.request_async(&self.http))
-            .await
-            .map_err(|_| {
-                OAuthError::Unavailable(format!(
-                    "no answer within {}",
-                    humantime::format_duration(self.timeout)
-                ))
-            })?;
+        let response = self
+            .within_timeout(request.request_async(&self.http))
+            .await?;
         self.tokens(response, None)
     }
 
@@ -203,15 +198,25 @@ impl OAuthProvider {
     pub async fn refresh(&self, refresh_token: &str) -> Result<TokenSet, OAuthError> {
         let refresh = RefreshToken::new(refresh_token.to_owned());
         let request = self.client.exchange_refresh_token(&refresh);
-        let response = tokio::time::timeout(self.timeout, request.request_async(&self.http))
+        let response = self
+            .within_timeout(request.request_async(&self.http))
+            .await?;
+        self.tokens(response, Some(refresh_token))
+    }
+
+    /// A token request bounded by `oauth.timeout`.
+    async fn within_timeout<T>(
+        &self,
+        request: impl std::future::Future<Output = T>,
+    ) -> Result<T, OAuthError> {
+        tokio::time::timeout(self.timeout, request)
             .await
             .map_err(|_| {
                 OAuthError::Unavailable(format!(
                     "no answer within {}",
                     humantime::format_duration(self.timeout)
                 ))
-            })?;
-        self.tokens(response, Some(refresh_token))
+            })
     }
 
     fn tokens<RE: std::error::Error + 'static>(
