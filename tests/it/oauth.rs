@@ -558,3 +558,33 @@ async fn no_token_code_or_verifier_reaches_the_logs() {
         .collect();
     crate::common::daemon::assert_text_free_of("the daemon's logs", &logs, &all);
 }
+
+#[tokio::test]
+async fn a_sign_in_under_way_survives_a_daemon_restart() {
+    let mock = MockApi::start();
+    let mut env = env_for(&mock, false);
+    let mut daemon = env.start();
+    // The redirect URI names the daemon's address: the restarted daemon listens there too.
+    env.set("server.listen", daemon.addr.to_string());
+    let alice = Api::new(daemon.base_url()).user("alice", PW).await;
+    let (state, outcome) = authorize(&alice, &mock).await;
+    let AuthorizeOutcome::Redirect { location, .. } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(daemon.stop().code(), Some(0));
+
+    // The state and the sealed verifier are in sled, so the new daemon finishes the sign-in.
+    let daemon = env.start();
+    assert_eq!(daemon.base_url(), alice.base);
+    let (status, page) = follow(&location).await;
+    assert_eq!(status, 200, "{page}");
+    let done = alice
+        .get(&format!("/api/claude/auth/oauth/status/{state}"))
+        .await
+        .expect(200);
+    assert_eq!(done.body["status"], "completed");
+    assert_eq!(
+        alice.get("/api/claude/auth/status").await.body["authType"],
+        "oauth"
+    );
+}
