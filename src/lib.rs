@@ -16,6 +16,7 @@ pub mod http;
 pub mod keys;
 pub mod logging;
 pub mod metrics;
+pub mod ownership;
 pub mod sandbox;
 pub mod signin;
 pub mod store;

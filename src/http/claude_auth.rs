@@ -299,8 +299,15 @@ async fn disconnect(authed: Authed, state: web::Data<AppState>) -> Result<HttpRe
     let workspace = state.workspace.clone();
     let user_id = authed.user.id.clone();
     let _ = web::block(move || {
-        if let Ok(home) = workspace.home(&user_id) {
-            let _ = std::fs::remove_file(home.join(VERTEX_CREDENTIALS_FILE));
+        let removed = workspace
+            .home(&user_id)
+            .map_err(|e| e.to_string())
+            .and_then(|home| {
+                crate::ownership::remove_file(&home, std::path::Path::new(VERTEX_CREDENTIALS_FILE))
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(error) = removed {
+            tracing::warn!(user_id = %user_id, %error, "cannot remove the Vertex credentials file");
         }
     })
     .await;

@@ -509,13 +509,19 @@ async fn load_grant(
             std::fs::write(dir.join("group"), group).map_err(|e| e.to_string())?;
             etc = (Some(dir.join("passwd")), Some(dir.join("group")));
         }
+        let owner = match sandboxing {
+            crate::sandbox::Isolation::Uid { .. } => {
+                // The user's own folders (and anything the daemon made in them) belong to their
+                // uid.
+                crate::ownership::hand_over(&home, uid, gid).map_err(|e| e.to_string())?;
+                crate::ownership::hand_over(&cwd, uid, gid).map_err(|e| e.to_string())?;
+                Some((uid, gid))
+            }
+            _ => None,
+        };
         for (relative, contents) in &files {
-            write_private_file(&home.join(relative), contents).map_err(|e| e.to_string())?;
-        }
-        if let crate::sandbox::Isolation::Uid { .. } = sandboxing {
-            // The user's own folders (and anything the daemon wrote in them) belong to their uid.
-            chown_tree_owned_by_us(&home, uid, gid).map_err(|e| e.to_string())?;
-            chown_tree_owned_by_us(&cwd, uid, gid).map_err(|e| e.to_string())?;
+            crate::ownership::write_private_file(&home, relative, contents, owner)
+                .map_err(|e| format!("cannot write {} in the home: {e}", relative.display()))?;
         }
         // Looked up at each start, so a CLI installed or moved while the daemon runs is found.
         let binary = &settings.claude.binary;
@@ -563,61 +569,6 @@ struct Placement {
     cfg: Arc<SessionConfig>,
     store: Store,
     session_id: String,
-}
-
-/// Gives `path` and what is under it to `uid`:`gid` where it is still owned by the daemon's
-/// uid (a new folder, a file the daemon wrote); files the user made are theirs already.
-fn chown_tree_owned_by_us(path: &std::path::Path, uid: u32, gid: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let me = nix::unistd::geteuid().as_raw();
-    let mut stack = vec![path.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        let meta = std::fs::symlink_metadata(&p)?;
-        if meta.uid() == me {
-            std::os::unix::fs::lchown(&p, Some(uid), Some(gid))?;
-            if meta.is_dir() {
-                for entry in std::fs::read_dir(&p)? {
-                    stack.push(entry?.path());
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Writes `contents` to `path` with mode 0600 (parents 0700), replacing it atomically.
-fn write_private_file(
-    path: &std::path::Path,
-    contents: &[u8],
-) -> Result<(), crate::workspace::WorkspaceError> {
-    use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let io = |path: &std::path::Path| {
-        let path = path.to_path_buf();
-        move |source| crate::workspace::WorkspaceError::Io {
-            context: "cannot write",
-            path,
-            source,
-        }
-    };
-    if let Some(parent) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(parent)
-            .map_err(io(parent))?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io(&tmp))?;
-    file.write_all(contents).map_err(io(&tmp))?;
-    file.sync_all().map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
 }
 
 /// A turn failed with 401 on an OAuth credential: refresh once (single-flight with any other
