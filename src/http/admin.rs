@@ -172,13 +172,15 @@ async fn delete_user(
             })
             .await;
     }
-    let uid = user.id.clone();
-    state.store.run(move |s| s.delete_user(&uid)).await?;
+    // Files first: if they cannot be removed, the account stays and the delete can be retried;
+    // the other order would leave files that no account owns and no request can reach.
     let workspace = state.workspace.clone();
     let uid = user.id.clone();
     web::block(move || workspace.remove_user(&uid))
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
+    let uid = user.id.clone();
+    state.store.run(move |s| s.delete_user(&uid)).await?;
     audit(&authed, "user.delete", &user.id);
     Ok(HttpResponse::NoContent().finish())
 }
