@@ -56,23 +56,28 @@ FROM debian:${DEBIAN_RELEASE}-slim
 #   docker build --build-arg EXTRA_PACKAGES="git nodejs npm ripgrep" -t sashad .
 ARG EXTRA_PACKAGES=""
 
-# bubblewrap: the per-user sandbox of children (issue "Isolation between users").
+# bubblewrap: the sandbox every child runs in (issue "Isolation between users"); sashad checks
+#   for it at startup and refuses to start without it.
+# util-linux: setpriv, which drops each child to its user's own uid and gid with no capability
+#   and no_new_privs. Debian marks it essential, so it is there anyway; listed so that a change
+#   of base image cannot lose it silently.
 # ca-certificates: the CLI and sashad talk HTTPS to the Anthropic API (or Bedrock, Vertex).
 # tini: PID 1, see ENTRYPOINT.
 # Versions are not pinned: the base tag pins the Debian release, whose updates are security fixes.
 # hadolint ignore=DL3008,SC2086
 RUN apt-get update \
- && apt-get install -y --no-install-recommends bubblewrap ca-certificates tini ${EXTRA_PACKAGES} \
+ && apt-get install -y --no-install-recommends bubblewrap util-linux ca-certificates tini \
+      ${EXTRA_PACKAGES} \
  && rm -rf /var/lib/apt/lists/*
 
-# The runtime layout, made by the same script operators use outside Docker: user sashad with a
-# fixed uid and gid of 10001 (a host file handed in as a secret must be owned by it, see
-# docs/deploy.md), /data owned by it with mode 0700, and /etc/sashad/sashad.toml that it can
-# read but not change.
+# The runtime layout, made by the same script operators use outside Docker: /data owned by
+# root with mode 0700 and /etc/sashad/sashad.toml (root, 0640). No service user: sashad runs
+# as root (see USER below), and each user's children run under a uid of their own from
+# isolation.uid_base (200000 and up), which no account in the image uses.
 COPY scripts/install-runtime.sh /usr/local/lib/sashad/install-runtime.sh
 COPY scripts/healthcheck.sh /usr/local/bin/sashad-healthcheck
 COPY config/container.toml /usr/local/share/sashad/sashad.toml
-RUN /usr/local/lib/sashad/install-runtime.sh layout --user sashad --uid 10001 \
+RUN /usr/local/lib/sashad/install-runtime.sh layout \
       --data-dir /data --config-dir /etc/sashad --config /usr/local/share/sashad/sashad.toml \
  && ln -s /opt/sashad/claude/node_modules/.bin/claude /usr/local/bin/claude
 
@@ -82,11 +87,21 @@ COPY --from=build /usr/local/bin/sashad /usr/local/bin/sashad
 # The config file; keys can also come from SASHAD__SECTION__KEY variables.
 ENV SASHAD_CONFIG=/etc/sashad/sashad.toml
 
-# Numeric, so the runtime (and Kubernetes' runAsNonRoot) can tell it is not root.
-USER 10001:10001
+# Root, on purpose: the image runs its users' children in isolation.mode = "uid" (set in
+# config/container.toml), where sashad starts bubblewrap as root and bubblewrap runs setpriv,
+# which switches to the user's own uid and drops every capability before the CLI starts. Only
+# root can set another uid (bubblewrap refuses to run with capabilities as any other user), and
+# that is what keeps one user's files, /proc and credentials closed to another's Claude even
+# outside the sandbox's mount view. Root here is not root with Docker's defaults:
+# docker-compose.yml drops every capability but the seven sashad needs, and says why for each;
+# docs/deploy.md ("Isolation between users") weighs this against user namespaces.
+# hadolint ignore=DL3002
+USER 0:0
 WORKDIR /data
 # sled, users' homes and projects, and the generated key when no secret is given. A named
-# volume starts as a copy of this folder, so it is owned by sashad with mode 0700.
+# volume starts as a copy of this folder: owned by root with mode 0700, so only sashad can
+# reach into it; bubblewrap binds each child's home and project into its sandbox by path, so
+# the child needs no access to the folders above them.
 VOLUME ["/data"]
 EXPOSE 3001
 

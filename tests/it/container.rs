@@ -5,10 +5,16 @@
 //! at the path `scripts/install-runtime.sh` gives it in the image. A chat runs through it with the
 //! real CLI against the mock API, and the image's HEALTHCHECK script probes it.
 //!
+//! The image runs sashad as root in `isolation.mode = "uid"`. Run as root, as CI runs the tests,
+//! the test does too: the chat's child runs in bubblewrap under the user's own uid, and the
+//! user's folders in the `/data`-like volume end up owned by that uid. Run as another user, it
+//! falls back to `auto` (user namespaces), the only mode a non-root daemon has.
+//!
 //! A second test keeps the packaging files agreeing with each other: the Dockerfile, the compose
-//! file, the container config and the systemd unit name the same paths and port.
+//! file, the container config and the systemd unit name the same paths and port, and the same
+//! capabilities for the same isolation mode.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -25,6 +31,10 @@ const CLI_PREFIX: &str = "/opt/sashad/claude";
 const SECRET_PATH: &str = "/run/secrets/master-key";
 /// Where the Dockerfile installs the config, and the `SASHAD_CONFIG` it sets.
 const CONFIG_PATH: &str = "/etc/sashad/sashad.toml";
+/// `isolation.uid_base`'s default: users' children run as this uid and up.
+const UID_BASE: u32 = 200_000;
+/// The uid of the image's sashad user before it ran as root (issue "Isolation between users").
+const OLD_IMAGE_UID: u32 = 10001;
 
 fn repo_file(path: &str) -> String {
     let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
@@ -45,6 +55,17 @@ fn compose_env() -> Vec<(String, String)> {
             name.starts_with("SASHAD_")
                 .then(|| (name.to_owned(), value.trim().trim_matches('"').to_owned()))
         })
+        .collect()
+}
+
+/// The items of the list `key:` in `docker-compose.yml` (`- ITEM` lines below it).
+fn compose_list(compose: &str, key: &str) -> Vec<String> {
+    compose
+        .lines()
+        .skip_while(|l| l.trim() != format!("{key}:"))
+        .skip(1)
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .map_while(|l| l.trim().strip_prefix("- ").map(str::to_owned))
         .collect()
 }
 
@@ -130,6 +151,11 @@ async fn the_container_layout_boots_and_completes_a_chat() {
         config_file.to_str().unwrap().to_owned(),
     ));
     vars.push(("SASHAD__ANTHROPIC__BASE_URL".into(), mock.base_url()));
+    let root_user = nix::unistd::geteuid().is_root();
+    assert_eq!(config["isolation"]["mode"].as_str(), Some("uid"));
+    if !root_user {
+        vars.push(("SASHAD__ISOLATION__MODE".into(), "auto".into()));
+    }
     env.config_flag = false;
     env.env = vars.clone();
 
@@ -141,6 +167,11 @@ async fn the_container_layout_boots_and_completes_a_chat() {
     assert!(output.contains("chmod 600"), "{output}");
 
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    if root_user {
+        // sashad is root in the container, so the host file's owner does not matter (here the
+        // uid of the image's former sashad user); only its mode does.
+        std::os::unix::fs::chown(&secret, Some(OLD_IMAGE_UID), Some(OLD_IMAGE_UID)).unwrap();
+    }
     let mut daemon = env.start();
     let data = under(&root, "/data");
     assert!(
@@ -175,11 +206,50 @@ async fn the_container_layout_boots_and_completes_a_chat() {
         .iter()
         .all(|r| r.api_key() == Some(KEY)));
 
+    // The isolation in force, as the startup line and the admin API report it (alice, the
+    // first user, is the admin).
+    let mode = if root_user { "uid" } else { "userns" };
+    assert!(
+        daemon
+            .logs
+            .text()
+            .contains(&format!("children run sandboxed (isolation {mode})")),
+        "{}",
+        daemon.logs.text()
+    );
+    let info = alice.get("/api/admin/daemon").await.expect(200).body;
+    assert_eq!(info["isolation"]["mode"], mode);
+    assert_eq!(info["isolation"]["sandbox"], true);
+
     // Everything the daemon keeps is in the volume; no key was generated beside it.
-    let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o700);
+    let meta = std::fs::metadata(&data).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o700);
     assert!(data.join("workspace").is_dir());
     assert!(!data.join("master.key").exists());
+    if root_user {
+        // The volume is root's; alice's home and project belong to her own uid, which is none
+        // of the image's users, and are closed to everyone else.
+        assert_eq!(meta.uid(), 0);
+        let owned = |dir: &Path| {
+            let entries: Vec<PathBuf> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            assert_eq!(entries.len(), 1, "{entries:?}");
+            let meta = std::fs::metadata(&entries[0]).unwrap();
+            assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+            (entries[0].clone(), meta.uid(), meta.gid())
+        };
+        let (home, uid, gid) = owned(&data.join("workspace/users"));
+        let (projects, _, _) = owned(&data.join("workspace/projects"));
+        let (project, project_uid, _) = owned(&projects);
+        assert!(
+            uid >= UID_BASE && uid != OLD_IMAGE_UID,
+            "{}: {uid}",
+            home.display()
+        );
+        assert_eq!((gid, project_uid), (uid, uid), "{}", project.display());
+    }
     // The compose file asks for JSON logs.
     let logs = daemon.logs.text();
     assert!(
@@ -224,6 +294,27 @@ fn dockerfile_compose_file_unit_and_container_config_agree() {
     assert!(dockerfile.contains("--config-dir /etc/sashad --config "));
     assert!(dockerfile
         .contains("ENTRYPOINT [\"/usr/bin/tini\", \"--\", \"/usr/local/bin/sashad\", \"serve\"]"));
+
+    // One isolation mode, and the same capabilities for it in the compose file and the unit.
+    assert_eq!(config["isolation"]["mode"].as_str(), Some("uid"));
+    assert!(unit.contains("\nEnvironment=SASHAD__ISOLATION__MODE=uid\n"));
+    assert!(dockerfile.contains("\nUSER 0:0\n"));
+    assert!(compose.contains("\n    user: \"0:0\"\n"));
+    assert!(unit.contains("\nUser=root\n"));
+    assert_eq!(compose_list(&compose, "cap_drop"), ["ALL"]);
+    let mut docker_caps = compose_list(&compose, "cap_add");
+    docker_caps.sort();
+    let mut unit_caps: Vec<String> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .flat_map(str::split_whitespace)
+        .map(|c| c.trim_start_matches("CAP_").to_owned())
+        .collect();
+    unit_caps.sort();
+    assert_eq!(docker_caps, unit_caps);
+    for package in ["bubblewrap", "util-linux"] {
+        assert!(dockerfile.contains(&format!(" {package} ")), "{package}");
+    }
 
     let env = compose_env();
     let key_file = env

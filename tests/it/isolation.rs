@@ -349,3 +349,157 @@ fn processes_of_uid(uid: u32) -> Vec<u32> {
         .filter(|pid| std::fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == uid))
         .collect()
 }
+
+/// Capability numbers (capability.h) of the names the packaging grants.
+fn capability_bit(name: &str) -> u64 {
+    let number = match name {
+        "CAP_CHOWN" => 0,
+        "CAP_DAC_OVERRIDE" => 1,
+        "CAP_FOWNER" => 3,
+        "CAP_KILL" => 5,
+        "CAP_SETGID" => 6,
+        "CAP_SETUID" => 7,
+        "CAP_SETPCAP" => 8,
+        "CAP_SYS_ADMIN" => 21,
+        other => panic!("add {other} to this table"),
+    };
+    1 << number
+}
+
+/// A `CapXxx:` mask from `/proc/<pid>/status`.
+fn capability_mask(pid: &str, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in {status}"));
+    u64::from_str_radix(hex.trim(), 16).unwrap()
+}
+
+/// The capabilities `config/sashad.service` leaves root (and `docker-compose.yml` adds, which the
+/// container test keeps equal) are enough: a daemon holding those alone, with no_new_privs as
+/// both set, sandboxes A under A's uid with no capability left, deletes a user whose files
+/// resist (mode 000 folders, a sticky folder), and a stop leaves nothing behind.
+#[tokio::test]
+async fn the_packagings_capabilities_are_enough() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/sashad.service"
+    ))
+    .unwrap();
+    let caps: Vec<&str> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .flat_map(str::split_whitespace)
+        .collect();
+    assert!(caps.contains(&"CAP_SYS_ADMIN"), "{caps:?}");
+    let granted = caps.iter().fold(0, |mask, c| mask | capability_bit(c));
+    let bounding = caps
+        .iter()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut p = pair(|env| {
+        env.wrapper = [
+            "setpriv",
+            "--no-new-privs",
+            &format!("--bounding-set=-all,{bounding}"),
+            "--inh-caps=-all",
+            "--",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+    })
+    .await;
+    let daemon = p.daemon.pid().to_string();
+    assert_eq!(capability_mask(&daemon, "CapEff"), granted);
+    assert_eq!(capability_mask(&daemon, "CapBnd"), granted);
+
+    // Both children started under these; A's runs as A's uid, with nothing left.
+    let out =
+        p.a.bash("echo written-by-alice > mine.txt && cat mine.txt && id -u && grep -E '^Cap(Eff|Bnd|Prm):' /proc/self/status")
+            .await;
+    assert!(out.contains("written-by-alice"), "{out}");
+    let a_uid = std::fs::metadata(&p.a.home).unwrap().uid();
+    assert!(a_uid >= 300_000, "{a_uid}");
+    assert!(out.lines().any(|l| l.trim() == a_uid.to_string()), "{out}");
+    for field in ["CapEff", "CapBnd", "CapPrm"] {
+        assert!(
+            out.lines().any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == [&format!("{field}:"), "0000000000000000"]),
+            "{field}: {out}"
+        );
+    }
+    let meta = std::fs::metadata(p.a.project.join("mine.txt")).unwrap();
+    assert_eq!(meta.uid(), a_uid);
+
+    // B makes folders that resist removal; deleting B (A is the admin) still removes them.
+    p.b.bash("mkdir -p locked/inner sticky && touch locked/inner/f sticky/f && chmod 000 locked/inner && chmod 1777 sticky && chmod 500 locked && echo made")
+        .await;
+    let b_id = p.b.api.get("/api/auth/me").await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    p.a.api
+        .delete(&format!("/api/admin/users/{b_id}"))
+        .await
+        .expect(204);
+    assert!(!p.b.home.exists() && !p.b.project.exists());
+
+    // A stop empties A's sandbox without CAP_KILL.
+    p.a.bash("nohup sleep 1000 >/dev/null 2>&1 & echo started")
+        .await;
+    let inside = processes_in_sandbox(p.a.pid().await);
+    assert!(inside.len() >= 2, "{inside:?}");
+    p.a.api
+        .delete(&format!("/api/sessions/{}", p.a.session))
+        .await
+        .expect(204);
+    assert!(
+        inside.iter().all(|pid| !process_alive(*pid)),
+        "left: {inside:?}"
+    );
+    assert!(
+        processes_of_uid(a_uid).is_empty(),
+        "{:?}",
+        processes_of_uid(a_uid)
+    );
+}
+
+/// A project left by a daemon that ran under another uid (the image's former service user
+/// 10001, or `userns` mode) is handed to its user's uid at the next start, files included.
+#[tokio::test]
+async fn folders_of_an_earlier_daemon_uid_are_handed_over() {
+    let mut p = pair(|_| {}).await;
+    let old = p.a.project.with_file_name("old");
+    std::fs::create_dir_all(old.join("src")).unwrap();
+    std::fs::write(old.join("src/legacy.txt"), "from-before").unwrap();
+    for path in [&old, &old.join("src"), &old.join("src/legacy.txt")] {
+        std::os::unix::fs::chown(path, Some(10001), Some(10001)).unwrap();
+    }
+    std::fs::set_permissions(&old, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let session = p.a.api.new_session("old").await;
+    p.a.ws = Connect::bearer(
+        &p.daemon.base_url(),
+        &session,
+        p.a.api.token.as_deref().unwrap(),
+    )
+    .open()
+    .await;
+    let out =
+        p.a.bash("cat src/legacy.txt && echo more >> src/legacy.txt && echo appended")
+            .await;
+    assert!(
+        out.contains("from-before") && out.contains("appended"),
+        "{out}"
+    );
+    let a_uid = std::fs::metadata(&p.a.home).unwrap().uid();
+    for path in [&old, &old.join("src"), &old.join("src/legacy.txt")] {
+        assert_eq!(
+            std::fs::metadata(path).unwrap().uid(),
+            a_uid,
+            "{}",
+            path.display()
+        );
+    }
+}

@@ -41,6 +41,8 @@ pub struct TestEnv {
     /// `--config` flag and `config` is unused: it boots as the container image does, with the
     /// file named by `SASHAD_CONFIG` in `env`.
     pub config_flag: bool,
+    /// A program and its arguments to start the daemon through (`setpriv … --`), if any.
+    pub wrapper: Vec<String>,
 }
 
 impl TestEnv {
@@ -53,6 +55,7 @@ impl TestEnv {
             master_key_file: None,
             watchdog_pid: false,
             config_flag: true,
+            wrapper: Vec::new(),
         };
         env.set("server.listen", "127.0.0.1:0");
         env.set(
@@ -111,6 +114,10 @@ impl TestEnv {
             sh.args(["-c", "WATCHDOG_PID=$$ exec \"$0\" \"$@\""])
                 .arg(sashad_bin());
             sh
+        } else if let Some((program, args)) = self.wrapper.split_first() {
+            let mut wrapped = Command::new(program);
+            wrapped.args(args).arg(sashad_bin());
+            wrapped
         } else {
             Command::new(sashad_bin())
         };
