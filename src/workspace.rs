@@ -63,6 +63,30 @@ pub struct Workspace {
     root: PathBuf,
 }
 
+/// Removes the folder `path` and everything in it (see [`Workspace::remove_user`]).
+fn remove_tree(path: &Path) -> Result<(), WorkspaceError> {
+    let failed = |source| WorkspaceError::Io {
+        context: "cannot remove",
+        path: path.to_path_buf(),
+        source,
+    };
+    let output = std::process::Command::new("rm")
+        .args(["-rf", "--one-file-system", "--"])
+        .arg(path)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(failed)?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last = stderr.lines().last().unwrap_or("no message").to_owned();
+    Err(failed(io::Error::other(format!(
+        "rm {}: {last}",
+        output.status
+    ))))
+}
+
 impl Workspace {
     /// A workspace rooted at `root` (created on first use).
     pub fn new(root: PathBuf) -> Self {
@@ -135,21 +159,22 @@ impl Workspace {
         Ok(ids)
     }
 
-    /// Removes a user's home and projects (a deleted user's data).
+    /// Removes a user's home, projects and sandbox files (a deleted user's data).
+    ///
+    /// Folders go with `rm -rf --one-file-system`: the user shaped these trees, and GNU rm
+    /// removes any depth without recursion on the stack and without following a symlink, where
+    /// `std::fs::remove_dir_all` recurses once per level and a deep enough tree would overflow
+    /// the thread's stack and abort the daemon.
+    ///
+    /// Errors: [`WorkspaceError::Io`] naming the folder, with rm's last words.
     pub fn remove_user(&self, user_id: &str) -> Result<(), WorkspaceError> {
-        for part in ["users", "projects"] {
+        for part in ["users", "projects", "etc"] {
             if user_id.is_empty() || user_id.contains('/') || user_id.contains("..") {
                 return Err(WorkspaceError::InvalidProjectId);
             }
             let path = self.root.join(part).join(user_id);
             match fs::symlink_metadata(&path) {
-                Ok(meta) if meta.is_dir() => {
-                    fs::remove_dir_all(&path).map_err(|source| WorkspaceError::Io {
-                        context: "cannot remove",
-                        path,
-                        source,
-                    })?
-                }
+                Ok(meta) if meta.is_dir() => remove_tree(&path)?,
                 Ok(_) => fs::remove_file(&path).map_err(|source| WorkspaceError::Io {
                     context: "cannot remove",
                     path,
@@ -210,6 +235,46 @@ fn ensure_dir(path: &Path) -> Result<(), WorkspaceError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_deleted_users_deep_tree_goes_and_symlink_targets_stay() {
+        let root = tempfile::tempdir().unwrap();
+        let workspace = Workspace::new(root.path().join("ws"));
+        let home = workspace.home("u1").unwrap();
+        let outside = root.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("keep"), "x").unwrap();
+        std::os::unix::fs::symlink(&outside, home.join("link")).unwrap();
+        // Deeper than std's recursive remove_dir_all survives on a 2 MiB thread, and past
+        // PATH_MAX, so it is built one level at a time from descriptors.
+        let mut dir = nix::fcntl::open(
+            &home,
+            nix::fcntl::OFlag::O_DIRECTORY,
+            nix::sys::stat::Mode::empty(),
+        )
+        .unwrap();
+        for _ in 0..20_000 {
+            nix::sys::stat::mkdirat(&dir, "d", nix::sys::stat::Mode::from_bits_truncate(0o700))
+                .unwrap();
+            dir = nix::fcntl::openat(
+                &dir,
+                "d",
+                nix::fcntl::OFlag::O_DIRECTORY,
+                nix::sys::stat::Mode::empty(),
+            )
+            .unwrap();
+        }
+        drop(dir);
+        let project = workspace.create_project("u1", "p").unwrap();
+        fs::write(project.join("f"), "x").unwrap();
+        let run = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || workspace.remove_user("u1"))
+            .unwrap();
+        run.join().unwrap().unwrap();
+        assert!(!home.exists() && !project.exists());
+        assert!(outside.join("keep").exists());
+    }
 
     #[test]
     fn project_ids_are_plain_names() {
