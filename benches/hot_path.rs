@@ -51,6 +51,12 @@ fn classify_lines(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::from_parameter(name), line, |b, line| {
             b.iter(|| classify(black_box(line.as_bytes())))
         });
+        // The baseline classify's design is measured against: a full `serde_json::Value` tree.
+        group.bench_with_input(
+            BenchmarkId::new("serde_json_value", name),
+            line,
+            |b, line| b.iter(|| serde_json::from_str::<serde_json::Value>(black_box(line))),
+        );
     }
     group.finish();
 }

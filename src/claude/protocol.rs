@@ -32,7 +32,7 @@
 //! every stdout line once, and lines can be megabytes long. The struct below picks out the handful
 //! of fields the session needs, borrows strings from the line where it can, and skips everything
 //! else without allocating. Measured in a release build on the 2-core build machine
-//! (`tests::parse_cost`, `classify` vs `serde_json::from_str::<Value>`): the 2.9 KB `init` line
+//! (`cargo bench --bench hot_path -- classify`, `classify` vs `serde_json::from_str::<Value>`): the 2.9 KB `init` line
 //! 2.5 µs vs 17 µs, a 270-byte `stream_event` 0.4 µs vs 1.1 µs. On multi-megabyte lines the scan
 //! that any parser must make dominates: 5 MiB of base64 1.0 ms vs 1.1 ms, 7.5 MiB of
 //! escape-heavy text 19 ms vs 30 ms. The common small lines are three to seven times cheaper.
@@ -811,45 +811,5 @@ mod tests {
                 subtype: None
             }
         );
-    }
-
-    /// How the numbers in the module doc were taken:
-    /// `cargo test --release --lib parse_cost -- --ignored --nocapture`.
-    #[test]
-    #[ignore = "a measurement, not a check"]
-    fn parse_cost() {
-        use std::hint::black_box;
-        use std::time::Instant;
-
-        let init = stdout_lines(SESSION).next().unwrap().to_owned();
-        let event = stdout_lines(SESSION).nth(3).unwrap().to_owned();
-        let big = |text: String| {
-            json!({"type": "assistant", "message": {"content": [{"type": "text", "text": text}]}})
-                .to_string()
-        };
-        // base64, as an image read by a tool, has nothing to unescape; source code has plenty.
-        let plain = big("QUJD".repeat(5 * 1024 * 1024 / 4));
-        let escaped = big("x\"y\n".repeat(5 * 1024 * 1024 / 4));
-        for (name, line, rounds) in [
-            ("init", &init, 20_000),
-            ("stream_event", &event, 100_000),
-            ("5 MiB base64 assistant", &plain, 20),
-            ("5 MiB escape-heavy assistant", &escaped, 20),
-        ] {
-            let start = Instant::now();
-            for _ in 0..rounds {
-                black_box(classify(black_box(line.as_bytes())));
-            }
-            let ours = start.elapsed() / rounds;
-            let start = Instant::now();
-            for _ in 0..rounds {
-                black_box(serde_json::from_str::<Value>(black_box(line)).unwrap());
-            }
-            let value = start.elapsed() / rounds;
-            println!(
-                "{name} ({} bytes): classify {ours:?}, Value {value:?}",
-                line.len()
-            );
-        }
     }
 }
