@@ -431,6 +431,9 @@ pub struct IsolationSettings {
     pub max_processes: u64,
     /// `RLIMIT_NOFILE` of a child. Default 4096.
     pub max_open_files: u64,
+    /// Size cap of each sandbox's private `/tmp` (a tmpfs, held in RAM), in bytes. Default
+    /// 1 GiB; at least 1 MiB.
+    pub tmp_max_bytes: u64,
     /// cgroup v2 `memory.max` per session where a delegated cgroup is available (`"2G"`, bytes
     /// or `max`). Default `max`.
     pub memory_max: String,
@@ -449,6 +452,7 @@ impl Default for IsolationSettings {
             uid_count: 100_000,
             max_processes: 1024,
             max_open_files: 4096,
+            tmp_max_bytes: 1 << 30,
             memory_max: "max".to_owned(),
             pids_max: 1024,
             cpu_max: "max".to_owned(),
@@ -700,6 +704,9 @@ impl Settings {
             return invalid("oauth.redirect_mode = \"paste\" needs oauth.redirect_uri (the provider's code page)".into());
         }
         let iso = &self.isolation;
+        if iso.tmp_max_bytes < 1 << 20 {
+            return invalid("isolation.tmp_max_bytes must be at least 1048576 (1 MiB)".into());
+        }
         if iso.uid_base < 1000
             || iso.uid_count == 0
             || iso.uid_base.checked_add(iso.uid_count).is_none()

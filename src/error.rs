@@ -157,6 +157,7 @@ impl Error {
                 use SessionError as S;
                 let status = match e {
                     S::NotFound => StatusCode::NOT_FOUND,
+                    S::AccountDisabled => StatusCode::FORBIDDEN,
                     S::InvalidMessage(_) => StatusCode::BAD_REQUEST,
                     S::NoCredentials
                     | S::CredentialsRejected

@@ -185,6 +185,7 @@ fn run_probe(isolation: &Isolation, uid: u32) -> Result<(), String> {
     let input = SandboxInput {
         uid,
         gid: uid,
+        tmp_max_bytes: 1 << 20,
         etc_passwd: None,
         etc_group: None,
         program: None,
@@ -212,6 +213,9 @@ pub struct SandboxInput {
     pub uid: u32,
     /// The user's gid.
     pub gid: u32,
+    /// The size cap of the sandbox's `/tmp` (a tmpfs, so RAM until the sandbox ends), in bytes
+    /// (`isolation.tmp_max_bytes`; bubblewrap `--size`, 0.5.0 and later).
+    pub tmp_max_bytes: u64,
     /// A file to show as `/etc/passwd`.
     pub etc_passwd: Option<PathBuf>,
     /// A file to show as `/etc/group`.
@@ -293,9 +297,12 @@ pub fn bwrap_args(isolation: &Isolation, spec: &ChildSpec, input: &SandboxInput)
         add(&["--ro-bind", &group.to_string_lossy(), "/etc/group"]);
     }
     // /tmp is the sandbox's own, world-writable with the sticky bit like a real one: bubblewrap
-    // (as root) would otherwise make it root's.
+    // (as root) would otherwise make it root's. Capped, since a tmpfs lives in RAM: without a
+    // size one user could fill the host's memory through it.
+    let tmp_size = input.tmp_max_bytes.to_string();
     add(&[
-        "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp",
+        "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", &tmp_size, "--tmpfs",
+        "/tmp",
     ]);
     let program_dir = input.program.as_ref().and_then(|p| p.dir.as_ref());
     // bubblewrap makes missing parents of a mount point 0700 and root's: the user could not
@@ -499,6 +506,7 @@ mod tests {
         SandboxInput {
             uid: 200_001,
             gid: 200_001,
+            tmp_max_bytes: 1 << 30,
             etc_passwd: Some("/srv/ws/.sandbox/u1/passwd".into()),
             etc_group: Some("/srv/ws/.sandbox/u1/group".into()),
             program: Some(SandboxProgram {
@@ -529,7 +537,7 @@ mod tests {
         }
         assert!(joined.ends_with(
             "--ro-bind /srv/ws/.sandbox/u1/passwd /etc/passwd --ro-bind /srv/ws/.sandbox/u1/group /etc/group \
-             --proc /proc --dev /dev --perms 1777 --tmpfs /tmp \
+             --proc /proc --dev /dev --perms 1777 --size 1073741824 --tmpfs /tmp \
              --perms 0755 --dir /opt --perms 0755 --dir /srv --perms 0755 --dir /srv/ws \
              --perms 0755 --dir /srv/ws/projects --perms 0755 --dir /srv/ws/projects/u1 \
              --perms 0755 --dir /srv/ws/users --ro-bind /opt/claude /opt/claude \

@@ -147,9 +147,14 @@ pub struct UserRecord {
 }
 
 impl UserRecord {
-    /// The host uid (= gid) of this user's children, given `isolation.uid_base`.
-    pub fn uid(&self, base: u32) -> Option<u32> {
-        self.uid_slot.and_then(|slot| base.checked_add(slot))
+    /// The host uid (= gid) of this user's children, given `isolation.uid_base` and
+    /// `uid_count`; `None` without a slot, or with one past the range (more users were created
+    /// than the range holds, or the operator shrank it): such a user's children must not run
+    /// under a uid the operator did not set aside.
+    pub fn uid(&self, base: u32, count: u32) -> Option<u32> {
+        self.uid_slot
+            .filter(|slot| *slot < count)
+            .and_then(|slot| base.checked_add(slot))
     }
 }
 

@@ -95,6 +95,9 @@ pub enum SessionError {
     /// The credential could not be read (store or key trouble).
     #[error("your stored credential could not be read; ask the operator")]
     CredentialUnreadable,
+    /// The session's owner was disabled or deleted by an operator.
+    #[error("this account is disabled; ask an admin")]
+    AccountDisabled,
     /// The message is not a string or an array of content blocks.
     #[error("{0}")]
     InvalidMessage(String),
@@ -124,6 +127,7 @@ impl SessionError {
             Self::Failed(_) => "session_failed",
             Self::SpawnFailed(_) => "spawn_failed",
             Self::CredentialUnreadable => "credential_unreadable",
+            Self::AccountDisabled => "account_disabled",
             Self::InvalidMessage(_) => "invalid_message",
             Self::ShuttingDown => "shutting_down",
             Self::Stopped => "stopped",

@@ -156,6 +156,10 @@ async fn delete_user(
             "an admin cannot delete their own account",
         ));
     }
+    // Disabled first, so that nothing of theirs starts while they are removed: their tokens
+    // stop working and an open socket cannot start a child (the registry checks at each start).
+    let uid = user.id.clone();
+    state.store.run(move |s| s.set_disabled(&uid, true)).await?;
     let sessions = state
         .registry
         .send(ListSessions {

@@ -451,6 +451,13 @@ async fn load_grant(
     owner: String,
     project: String,
 ) -> Result<ChildGrant, SessionError> {
+    // A socket opened before an operator disabled (or is deleting) the user still delivers
+    // messages; none of them may start a child.
+    let id = owner.clone();
+    match place.store.run(move |s| s.user(&id)).await? {
+        Some(user) if !user.disabled => {}
+        _ => return Err(SessionError::AccountDisabled),
+    }
     let subscription_login = place.cfg.settings.get().claude_auth.subscription_login;
     let (record, credential) = match keeper.for_child(&owner).await {
         Ok(Some(found)) => found,
@@ -495,9 +502,13 @@ async fn load_grant(
         let home = workspace.home(&owner).map_err(|e| e.to_string())?;
         let cwd = workspace.project(&owner, &project).map_err(|e| e.to_string())?;
         let base = settings.isolation.uid_base;
-        let (uid, gid) = match (&sandboxing, user.uid(base)) {
+        let count = settings.isolation.uid_count;
+        let (uid, gid) = match (&sandboxing, user.uid(base, count)) {
             (crate::sandbox::Isolation::Uid { .. }, Some(uid)) => (uid, uid),
-            (crate::sandbox::Isolation::Uid { .. }, None) => return Err("the user has no uid slot".into()),
+            (crate::sandbox::Isolation::Uid { .. }, None) => {
+                tracing::error!(user_id = %owner, uid_slot = ?user.uid_slot, uid_count = count, "the user's uid slot is outside isolation.uid_count; raise it");
+                return Err("this user has no uid in isolation.uid_base..+uid_count; ask the operator".into());
+            }
             (_, uid) => (uid.unwrap_or(base), uid.unwrap_or(base)),
         };
         let mut etc = (None, None);
@@ -547,6 +558,7 @@ async fn load_grant(
             etc_passwd: etc.0,
             etc_group: etc.1,
             program: sandbox_program,
+            tmp_max_bytes: settings.isolation.tmp_max_bytes,
         };
         Ok::<_, String>((home, cwd, sandbox, cgroup))
     })

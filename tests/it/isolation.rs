@@ -503,3 +503,54 @@ async fn folders_of_an_earlier_daemon_uid_are_handed_over() {
         );
     }
 }
+
+/// With more users than `isolation.uid_count` holds, the ones past the range get no child
+/// rather than a uid the operator did not set aside.
+#[tokio::test]
+async fn users_past_the_uid_range_get_no_child() {
+    let mock = MockApi::start();
+    let mut env = TestEnv::new().with_fake_cli(&mock);
+    env.set("auth.registration", "open");
+    env.set("isolation.uid_count", 1);
+    env.set(
+        "isolation.uid_base",
+        300_000 + 4 * i64::from(rand::random::<u16>()),
+    );
+    let daemon = env.start();
+    let api = Api::new(daemon.base_url());
+    let mut frames = Vec::new();
+    for (name, key) in [("alice", KEY_A), ("bob", KEY_B)] {
+        let user = api.user_with_key(name, key).await;
+        let session = user.new_session("work").await;
+        let mut ws = Connect::bearer(&daemon.base_url(), &session, user.token.as_deref().unwrap())
+            .open()
+            .await;
+        ws.say("Hello").await;
+        frames.push(
+            ws.until(TURN, |f| is_result(f) || f["type"] == "error")
+                .await,
+        );
+    }
+    assert!(is_result(&frames[0]), "{}", frames[0]);
+    assert_eq!(frames[1]["error"], "spawn_failed", "{}", frames[1]);
+    assert!(
+        frames[1]["message"].as_str().unwrap().contains("uid_count"),
+        "{}",
+        frames[1]
+    );
+}
+
+/// The sandbox's `/tmp` lives in RAM; its cap (`isolation.tmp_max_bytes`) holds.
+#[tokio::test]
+async fn a_cannot_fill_memory_through_tmp() {
+    let mut p = pair(|env| {
+        env.set("isolation.tmp_max_bytes", 4 << 20);
+    })
+    .await;
+    let out =
+        p.a.bash("head -c 8388608 /dev/zero > /tmp/big; echo rc=$?; wc -c < /tmp/big")
+            .await;
+    // Whatever reports it (the shell, or the CLI, which keeps its own output under /tmp too),
+    // the write ran out of room.
+    assert!(out.contains("No space left on device"), "{out}");
+}

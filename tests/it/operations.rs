@@ -273,6 +273,14 @@ async fn the_admin_api_is_for_admins_and_disabling_stops_a_user() {
     bob.get("/api/auth/me")
         .await
         .expect_error(401, "unauthenticated");
+    // The socket bob opened before is still there, but a message on it starts nothing.
+    ws.say("Still here?").await;
+    let refused = ws
+        .until(Duration::from_secs(30), |f| f["type"] == "error")
+        .await;
+    assert_eq!(refused["error"], "account_disabled", "{refused}");
+    let sessions = admin.get("/api/admin/sessions").await.expect(200).body;
+    assert!(sessions[0]["session"]["pid"].is_null(), "{sessions}");
     let logs = daemon.logs.text();
     assert!(
         logs.lines().any(|l| l.contains("admin action")
