@@ -28,6 +28,9 @@ use std::process::{Command, Stdio};
 use crate::claude::command::ChildSpec;
 use crate::config::{IsolationMode, IsolationSettings};
 
+/// The folders between `/etc` and the deeper [`ETC_FILES`], made 0755 in the sandbox.
+pub const ETC_PARENTS: &[&str] = &["/etc/ssl", "/etc/pki", "/etc/pki/tls"];
+
 /// Files of `/etc` a child may see (read-only, when they exist): name resolution, TLS roots,
 /// the dynamic linker's cache, time zone, and Debian's alternatives links under `/usr/bin`.
 pub const ETC_FILES: &[&str] = &[
@@ -38,10 +41,14 @@ pub const ETC_FILES: &[&str] = &[
     "/etc/gai.conf",
     "/etc/protocols",
     "/etc/services",
-    "/etc/ssl",
+    // The trust store and OpenSSL's config, not the whole of /etc/ssl: its private/ holds the
+    // host's TLS keys, closed only by their mode.
+    "/etc/ssl/certs",
+    "/etc/ssl/openssl.cnf",
     "/etc/ca-certificates",
     "/etc/ca-certificates.conf",
-    "/etc/pki",
+    "/etc/pki/tls/certs",
+    "/etc/pki/ca-trust",
     "/etc/ld.so.cache",
     "/etc/ld.so.conf",
     "/etc/ld.so.conf.d",
@@ -287,6 +294,10 @@ pub fn bwrap_args(isolation: &Isolation, spec: &ChildSpec, input: &SandboxInput)
             Err(_) => {}
         }
     }
+    // Folders of /etc that only hold some of ETC_FILES: traversable, like /etc itself.
+    for dir in ETC_PARENTS {
+        add(&["--perms", "0755", "--dir", dir]);
+    }
     for file in ETC_FILES {
         add(&["--ro-bind-try", file, file]);
     }
@@ -529,12 +540,22 @@ mod tests {
             "--unshare-pid --unshare-ipc --unshare-uts --new-session --die-with-parent --hostname sashad \
              --ro-bind /usr /usr --perms 0755 --dir /etc "
         ), "{joined}");
+        for dir in ETC_PARENTS {
+            assert!(
+                joined.contains(&format!("--perms 0755 --dir {dir} ")),
+                "{dir}"
+            );
+        }
         for etc in ETC_FILES {
             assert!(
                 joined.contains(&format!("--ro-bind-try {etc} {etc} ")),
                 "{etc}"
             );
         }
+        assert!(
+            !joined.contains("--ro-bind-try /etc/ssl /etc/ssl "),
+            "not the whole of /etc/ssl: {joined}"
+        );
         assert!(joined.ends_with(
             "--ro-bind /srv/ws/.sandbox/u1/passwd /etc/passwd --ro-bind /srv/ws/.sandbox/u1/group /etc/group \
              --proc /proc --dev /dev --perms 1777 --size 1073741824 --tmpfs /tmp \

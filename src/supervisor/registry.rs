@@ -538,9 +538,26 @@ async fn load_grant(
         let binary = &settings.claude.binary;
         let sandbox_program = match &sandboxing {
             crate::sandbox::Isolation::None => None,
-            _ => Some(crate::sandbox::program(binary).ok_or_else(|| {
-                format!("{} was not found (claude.binary)", binary.display())
-            })?),
+            _ => {
+                let program = crate::sandbox::program(binary).ok_or_else(|| {
+                    format!("{} was not found (claude.binary)", binary.display())
+                })?;
+                // The CLI's folder is shown read-only in every sandbox: one that holds the data
+                // directory would show the store, every user's files and maybe the key.
+                if let Some(dir) = &program.dir {
+                    let real = |p: &std::path::Path| p.canonicalize().unwrap_or(p.to_path_buf());
+                    if real(&settings.storage.data_dir).starts_with(dir)
+                        || real(workspace.root()).starts_with(dir)
+                    {
+                        return Err(format!(
+                            "{} would show the data directory in the sandbox; install the CLI \
+                             outside it (claude.binary)",
+                            dir.display()
+                        ));
+                    }
+                }
+                Some(program)
+            }
         };
         let cgroup = match &cgroups {
             Some(c) => match c.session(&session_id, &settings.isolation) {

@@ -554,3 +554,44 @@ async fn a_cannot_fill_memory_through_tmp() {
     // the write ran out of room.
     assert!(out.contains("No space left on device"), "{out}");
 }
+
+/// A CLI installed inside the data directory would show it (the store, every user's files) in
+/// every sandbox, since the CLI's folder is bound read-only: such a start is refused.
+#[tokio::test]
+async fn a_cli_inside_the_data_directory_is_refused() {
+    let mock = MockApi::start();
+    let mut env = TestEnv::new().with_fake_cli(&mock);
+    let inside = env.data_dir().join("bin");
+    std::fs::create_dir_all(&inside).unwrap();
+    std::fs::copy(
+        crate::common::fake_cli::fake_claude_bin(),
+        inside.join("claude"),
+    )
+    .unwrap();
+    env.set(
+        "claude.binary",
+        inside.join("claude").to_str().unwrap().to_owned(),
+    );
+    let daemon = env.start();
+    let alice = Api::new(daemon.base_url())
+        .user_with_key("alice", KEY_A)
+        .await;
+    let session = alice.new_session("work").await;
+    let mut ws = Connect::bearer(
+        &daemon.base_url(),
+        &session,
+        alice.token.as_deref().unwrap(),
+    )
+    .open()
+    .await;
+    ws.say("Hello").await;
+    let refused = ws.until(TURN, |f| f["type"] == "error").await;
+    assert_eq!(refused["error"], "spawn_failed", "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("would show the data directory"),
+        "{refused}"
+    );
+}
