@@ -25,6 +25,8 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+pub mod seccomp;
+
 use crate::claude::command::ChildSpec;
 use crate::config::{IsolationMode, IsolationSettings};
 
@@ -148,6 +150,10 @@ pub fn probe(settings: &IsolationSettings) -> Result<Isolation, SandboxError> {
     }
     let bwrap = find_program(&settings.bwrap)
         .ok_or_else(|| SandboxError::NoBwrap(settings.bwrap.display().to_string()))?;
+    seccomp::program().map_err(|reason| SandboxError::Unavailable {
+        mode: "seccomp",
+        reason,
+    })?;
     let root = nix::unistd::geteuid().is_root();
     let try_uid = || -> Result<Isolation, SandboxError> {
         let setpriv = find_program(Path::new("setpriv")).ok_or(SandboxError::NoSetpriv)?;
@@ -188,6 +194,7 @@ fn run_probe(isolation: &Isolation, uid: u32) -> Result<(), String> {
         env: Vec::new(),
         cwd: dir.clone(),
         home: dir.clone(),
+        seccomp: None,
     };
     let input = SandboxInput {
         uid,
@@ -198,14 +205,31 @@ fn run_probe(isolation: &Isolation, uid: u32) -> Result<(), String> {
         program: None,
     };
     let wrapped = wrap(spec, isolation, &input);
-    let output = Command::new(&wrapped.program)
+    let mut command = Command::new(&wrapped.program);
+    command
         .args(&wrapped.args)
         .current_dir(&dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::piped());
+    let program = wrapped
+        .seccomp
+        .map(seccomp::pipe_with)
+        .transpose()
+        .map_err(|e| format!("cannot pass the seccomp filter: {e}"))?;
+    if let Some(fd) = program.as_ref().map(std::os::fd::AsRawFd::as_raw_fd) {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: install_in_child only calls dup2 and fcntl; `program` stays open until
+        // `output()` has forked.
+        #[allow(unsafe_code)]
+        unsafe {
+            command.pre_exec(move || seccomp::install_in_child(fd));
+        }
+    }
+    let output = command
         .output()
         .map_err(|e| format!("cannot run {}: {e}", wrapped.program.display()))?;
+    drop(program);
     if output.status.success() {
         Ok(())
     } else {
@@ -354,6 +378,11 @@ pub fn wrap(spec: ChildSpec, isolation: &Isolation, input: &SandboxInput) -> Chi
         Isolation::Uid { bwrap, .. } | Isolation::Userns { bwrap } => bwrap.clone(),
     };
     let mut args = bwrap_args(isolation, &spec, input);
+    // The probe at startup has compiled it; bubblewrap installs it last, before the command.
+    let seccomp = seccomp::program().ok();
+    if seccomp.is_some() {
+        args.extend(["--seccomp".into(), seccomp::FD.to_string()]);
+    }
     args.push("--".into());
     if let Isolation::Uid { setpriv, .. } = isolation {
         args.extend([
@@ -376,6 +405,7 @@ pub fn wrap(spec: ChildSpec, isolation: &Isolation, input: &SandboxInput) -> Chi
         env: spec.env,
         cwd: spec.cwd,
         home: spec.home,
+        seccomp,
     }
 }
 
@@ -510,6 +540,7 @@ mod tests {
             env: Vec::new(),
             cwd: "/srv/ws/projects/u1/demo".into(),
             home: "/srv/ws/users/u1".into(),
+            seccomp: None,
         }
     }
 
@@ -619,6 +650,10 @@ mod tests {
             ]
         );
         assert!(!wrapped.args.iter().any(|a| a == "--unshare-user"));
+        // The seccomp program, for bubblewrap to install before the command.
+        let joined = wrapped.args.join(" ");
+        assert!(joined.contains(" --seccomp 3 -- "), "{joined}");
+        assert_eq!(wrapped.seccomp, Some(seccomp::program().unwrap()));
     }
 
     #[test]

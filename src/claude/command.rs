@@ -81,6 +81,9 @@ pub struct ChildSpec {
     pub cwd: PathBuf,
     /// HOME (also in `env`), for the sandbox.
     pub home: PathBuf,
+    /// A seccomp program for the child to find at descriptor
+    /// [`crate::sandbox::seccomp::FD`] (bubblewrap's `--seccomp`), if any.
+    pub seccomp: Option<&'static [u8]>,
 }
 
 impl std::fmt::Debug for ChildSpec {
@@ -164,6 +167,7 @@ pub fn build(input: CommandInput<'_>) -> ChildSpec {
         env,
         cwd: input.cwd,
         home: input.home,
+        seccomp: None,
     }
 }
 

@@ -595,3 +595,19 @@ async fn a_cli_inside_the_data_directory_is_refused() {
         "{refused}"
     );
 }
+
+/// The sandbox's seccomp filter: no new user namespace (which would give A capabilities over
+/// namespaces of its own), no kernel keyring; ordinary work, threads and processes included, is
+/// untouched (every other test here runs under it).
+#[tokio::test]
+async fn a_cannot_make_user_namespaces() {
+    let mut p = pair(|_| {}).await;
+    let out =
+        p.a.bash("unshare -Ur id; echo rc=$?; unshare -r true; echo rc2=$?; grep Seccomp: /proc/self/status; (sleep 0.1 & wait) && echo forks-ok")
+            .await;
+    assert!(out.contains("rc=1") && out.contains("rc2=1"), "{out}");
+    assert!(!out.contains("uid=0"), "{out}");
+    assert!(out.contains("Function not implemented"), "{out}");
+    assert!(out.contains("Seccomp:\t2"), "{out}");
+    assert!(out.contains("forks-ok"), "{out}");
+}

@@ -1,0 +1,149 @@
+//! The seccomp filter bubblewrap installs in every sandbox (`--seccomp 3`, bubblewrap(1)), just
+//! before it runs the child's command.
+//!
+//! Inside its sandbox a user's Claude may do nearly anything its uid may; what this takes away
+//! is the kernel surface that no coding tool needs and that local privilege escalations keep
+//! coming through: new user namespaces (which would hand the child a full set of capabilities
+//! over its own namespaces, and with them nf_tables, mounts and the like), the kernel keyring,
+//! eBPF, `userfaultfd` and `perf_event_open`. The systemd unit forbids user namespaces with
+//! `RestrictNamespaces=`; a container has nothing of the kind unless the operator installs a
+//! seccomp profile, so sashad brings its own. Every blocked call fails with `ENOSYS`, as if the
+//! kernel lacked it: programs take that as a feature that is not there and carry on. `clone3`
+//! is blocked as a whole (its flags are in memory a filter cannot read), and glibc falls back
+//! to `clone`, whose flags it can: the same choice as Docker's and systemd's filters.
+//! System calls of another ABI (i386 on x86_64) kill the process, so they cannot go around it;
+//! x32 numbers, which share the x86_64 ABI's audit value, are matched explicitly.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
+
+/// The descriptor bubblewrap reads the program from in the child (`--seccomp 3`).
+pub const FD: i32 = 3;
+
+/// System calls refused whatever their arguments.
+const DENIED: &[i64] = &[
+    libc::SYS_clone3,
+    libc::SYS_keyctl,
+    libc::SYS_add_key,
+    libc::SYS_request_key,
+    libc::SYS_bpf,
+    libc::SYS_userfaultfd,
+    libc::SYS_perf_event_open,
+];
+
+/// System calls refused when their first argument (the flags) asks for a user namespace.
+const DENIED_WITH_NEWUSER: &[i64] = &[libc::SYS_unshare, libc::SYS_clone];
+
+/// The x32 ABI's numbers are x86_64's with this bit set (asm/unistd.h `__X32_SYSCALL_BIT`).
+#[cfg(target_arch = "x86_64")]
+const X32_BIT: i64 = 0x4000_0000;
+
+/// The compiled filter: `struct sock_filter` instructions in native byte order, as bubblewrap
+/// reads them (and hands them to `prctl(PR_SET_SECCOMP)`).
+///
+/// Errors: the architecture is not one the compiler supports (x86_64, aarch64, riscv64).
+pub fn program() -> Result<&'static [u8], String> {
+    static PROGRAM: OnceLock<Result<Vec<u8>, String>> = OnceLock::new();
+    PROGRAM.get_or_init(build).as_deref().map_err(Clone::clone)
+}
+
+fn build() -> Result<Vec<u8>, String> {
+    let arch = TargetArch::try_from(std::env::consts::ARCH)
+        .map_err(|e| format!("no seccomp filter for {}: {e}", std::env::consts::ARCH))?;
+    let newuser = libc::CLONE_NEWUSER as u64;
+    let wants_newuser = || -> Result<Vec<SeccompRule>, seccompiler::BackendError> {
+        Ok(vec![SeccompRule::new(vec![SeccompCondition::new(
+            0,
+            SeccompCmpArgLen::Qword,
+            SeccompCmpOp::MaskedEq(newuser),
+            newuser,
+        )?])?])
+    };
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    let error = |e: seccompiler::BackendError| e.to_string();
+    for &nr in DENIED {
+        for nr in abi_numbers(nr) {
+            rules.insert(nr, Vec::new());
+        }
+    }
+    for &nr in DENIED_WITH_NEWUSER {
+        for nr in abi_numbers(nr) {
+            rules.insert(nr, wants_newuser().map_err(error)?);
+        }
+    }
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        arch,
+    )
+    .map_err(error)?;
+    let program = BpfProgram::try_from(filter).map_err(error)?;
+    let mut bytes = Vec::with_capacity(program.len() * 8);
+    for instruction in program {
+        bytes.extend_from_slice(&instruction.code.to_ne_bytes());
+        bytes.push(instruction.jt);
+        bytes.push(instruction.jf);
+        bytes.extend_from_slice(&instruction.k.to_ne_bytes());
+    }
+    Ok(bytes)
+}
+
+/// A pipe holding `program`, to be read by bubblewrap: its read end (close-on-exec, so that no
+/// other child inherits it; [`install_in_child`] puts it at [`FD`] for this one).
+///
+/// Errors: `pipe2(2)` or `write(2)` failed.
+pub fn pipe_with(program: &[u8]) -> std::io::Result<std::os::fd::OwnedFd> {
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    // A few hundred bytes: far below a pipe's 64 KiB, so the write cannot block.
+    let mut written = 0;
+    while written < program.len() {
+        written += nix::unistd::write(&write, &program[written..])?;
+    }
+    Ok(read)
+}
+
+/// Between fork and exec: makes `fd` (from [`pipe_with`]) the child's [`FD`], without
+/// close-on-exec. Only async-signal-safe calls (`dup2`, `fcntl`).
+///
+/// # Safety
+/// Call only in a `pre_exec` hook, with `fd` open.
+#[allow(unsafe_code)]
+pub unsafe fn install_in_child(fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    if fd == FD {
+        // dup2 onto itself would keep close-on-exec.
+        if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+            return Err(std::io::Error::last_os_error());
+        }
+    } else if libc::dup2(fd, FD) == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `nr`, and on x86_64 its x32 twin.
+fn abi_numbers(nr: i64) -> Vec<i64> {
+    #[cfg(target_arch = "x86_64")]
+    return vec![nr, nr | X32_BIT];
+    #[cfg(not(target_arch = "x86_64"))]
+    return vec![nr];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_program_is_whole_instructions() {
+        let bytes = program().unwrap();
+        assert!(!bytes.is_empty());
+        assert_eq!(bytes.len() % 8, 0);
+        // Far below the kernel's 4096-instruction limit.
+        assert!(bytes.len() / 8 < 200, "{}", bytes.len() / 8);
+    }
+}
