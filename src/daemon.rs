@@ -6,7 +6,7 @@
 //! answers and then fails every request.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -100,6 +100,13 @@ pub fn prepare(mut settings: Settings, key_options: &KeyOptions) -> anyhow::Resu
         );
     } else {
         tracing::info!(limits = %limits, "children run sandboxed (isolation {})", isolation.name());
+    }
+    if matches!(isolation, crate::sandbox::Isolation::Uid { .. }) {
+        for overlap in crate::sandbox::id_range_overlaps(&settings.isolation, Path::new("/etc")) {
+            tracing::warn!(
+                "{overlap}: users' children would share these ids; move isolation.uid_base"
+            );
+        }
     }
     Ok(Prepared {
         settings,

@@ -502,6 +502,56 @@ impl Drop for SessionCgroup {
     }
 }
 
+/// Host accounts and subordinate id ranges (`/etc/passwd`, `/etc/group`, `/etc/subuid`,
+/// `/etc/subgid`, each `name:…` line) that overlap `uid_base..uid_base + uid_count`: users'
+/// children would share ids with them. One message per overlap, for a startup warning.
+pub fn id_range_overlaps(settings: &IsolationSettings, etc: &Path) -> Vec<String> {
+    let (base, end) = (
+        u64::from(settings.uid_base),
+        u64::from(settings.uid_base) + u64::from(settings.uid_count),
+    );
+    let mut found = Vec::new();
+    for (file, is_range) in [
+        ("passwd", false),
+        ("group", false),
+        ("subuid", true),
+        ("subgid", true),
+    ] {
+        let Ok(text) = std::fs::read_to_string(etc.join(file)) else {
+            continue;
+        };
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split(':').collect();
+            let (first, count) = if is_range {
+                match (fields.get(1), fields.get(2)) {
+                    (Some(a), Some(b)) => (a.parse::<u64>().ok(), b.parse::<u64>().ok()),
+                    _ => continue,
+                }
+            } else {
+                (fields.get(2).and_then(|id| id.parse::<u64>().ok()), Some(1))
+            };
+            let (Some(first), Some(count)) = (first, count) else {
+                continue;
+            };
+            if first < end && base < first.saturating_add(count) {
+                found.push(format!(
+                    "{}:{} ({}) overlaps isolation.uid_base..+uid_count ({}..{})",
+                    etc.join(file).display(),
+                    fields[0],
+                    if is_range {
+                        format!("{first}..{}", first + count)
+                    } else {
+                        first.to_string()
+                    },
+                    base,
+                    end
+                ));
+            }
+        }
+    }
+    found
+}
+
 /// What the startup log and the admin API say about isolation and limits.
 pub fn describe(
     isolation: &Isolation,
@@ -556,6 +606,32 @@ mod tests {
                 dir: Some("/opt/claude".into()),
             }),
         }
+    }
+
+    #[test]
+    fn overlapping_accounts_and_subordinate_ranges_are_named() {
+        let etc = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| std::fs::write(etc.path().join(name), text).unwrap();
+        write(
+            "passwd",
+            "root:x:0:0::/root:/bin/sh\nbob:x:200005:200005::/h:/bin/sh\n",
+        );
+        write("group", "root:x:0:\n");
+        write("subuid", "alice:100000:65536\ncarol:165536:65536\n");
+        write("subgid", "broken line\n");
+        let settings = IsolationSettings::default();
+        let found = id_range_overlaps(&settings, etc.path());
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].contains("passwd:bob (200005)"), "{found:?}");
+        assert!(
+            found[1].contains("subuid:carol (165536..231072)"),
+            "{found:?}"
+        );
+        let clear = IsolationSettings {
+            uid_base: 300_000,
+            ..IsolationSettings::default()
+        };
+        assert!(id_range_overlaps(&clear, etc.path()).is_empty());
     }
 
     /// The whole option list, so a change to the sandbox is a visible change to this test.

@@ -560,11 +560,13 @@ async fn load_grant(
             }
         };
         let cgroup = match &cgroups {
+            // Startup and the admin API said these limits are in force: a child without them
+            // would break that word, so it does not start.
             Some(c) => match c.session(&session_id, &settings.isolation) {
                 Ok(cgroup) => Some(cgroup),
                 Err(e) => {
-                    tracing::warn!(session_id = %session_id, error = %e, "cannot create the session's cgroup");
-                    None
+                    tracing::error!(session_id = %session_id, error = %e, "cannot create the session's cgroup");
+                    return Err(format!("cannot set the session's resource limits: {e}"));
                 }
             },
             None => None,
