@@ -431,8 +431,8 @@ pub struct IsolationSettings {
     pub max_processes: u64,
     /// `RLIMIT_NOFILE` of a child. Default 4096.
     pub max_open_files: u64,
-    /// Size cap of each sandbox's private `/tmp` (a tmpfs, held in RAM), in bytes. Default
-    /// 1 GiB; at least 1 MiB.
+    /// Size cap of each sandbox's private `/tmp`, and of its `/dev/shm` (tmpfs, held in RAM),
+    /// in bytes. Default 1 GiB; at least 1 MiB.
     pub tmp_max_bytes: u64,
     /// cgroup v2 `memory.max` per session where a delegated cgroup is available (`"2G"`, bytes
     /// or `max`). Default `max`.

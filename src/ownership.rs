@@ -120,12 +120,20 @@ fn hand_over_dir(dir: &OwnedFd, uid: u32, gid: u32, depth: usize) -> std::io::Re
     Ok(())
 }
 
+/// What [`open_parent`] does with a missing folder.
+enum Missing {
+    /// Make it, mode 0700, given to the owner (uid, gid) if any.
+    Create(Option<(u32, u32)>),
+    /// Fail with `ENOENT`.
+    Fail,
+}
+
 /// The folders of `relative` (its parent), opened one by one under `root` without following a
-/// symlink; missing ones are made with mode 0700 and, with `owner`, given to it.
+/// symlink.
 fn open_parent(
     root: &Path,
     relative: &Path,
-    owner: Option<(u32, u32)>,
+    missing: Missing,
 ) -> std::io::Result<(OwnedFd, OsString)> {
     let mut parts: Vec<OsString> = Vec::new();
     for component in relative.components() {
@@ -144,6 +152,10 @@ fn open_parent(
     })?;
     let mut dir = open_dir(root)?;
     for part in parts {
+        let Missing::Create(owner) = missing else {
+            dir = open_child_dir(&dir, &part)?;
+            continue;
+        };
         match mkdirat(&dir, part.as_os_str(), Mode::from_bits_truncate(0o700)) {
             Ok(()) => {
                 if let Some((uid, gid)) = owner {
@@ -173,7 +185,7 @@ pub fn write_private_file(
     contents: &[u8],
     owner: Option<(u32, u32)>,
 ) -> std::io::Result<()> {
-    let (dir, name) = open_parent(root, relative, owner)?;
+    let (dir, name) = open_parent(root, relative, Missing::Create(owner))?;
     let mut tmp = name.clone();
     tmp.push(".tmp");
     match unlinkat(&dir, tmp.as_os_str(), UnlinkatFlags::NoRemoveDir) {
@@ -196,9 +208,10 @@ pub fn write_private_file(
     Ok(())
 }
 
-/// Removes the file `root/relative`, if it is there, without following a symlink on the way.
+/// Removes the file `root/relative`, if it is there, without following a symlink on the way
+/// and without making any folder.
 pub fn remove_file(root: &Path, relative: &Path) -> std::io::Result<()> {
-    let (dir, name) = match open_parent(root, relative, None) {
+    let (dir, name) = match open_parent(root, relative, Missing::Fail) {
         Ok(found) => found,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
@@ -232,6 +245,10 @@ mod tests {
         remove_file(root.path(), rel).unwrap();
         assert!(!file.exists());
         remove_file(root.path(), rel).unwrap();
+        // Nothing to remove where the folders are missing, and none is made.
+        let elsewhere = Path::new("not/there/creds.json");
+        remove_file(root.path(), elsewhere).unwrap();
+        assert!(!root.path().join("not").exists());
     }
 
     #[test]

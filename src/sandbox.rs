@@ -46,10 +46,13 @@ pub const ETC_FILES: &[&str] = &[
     // The trust store and OpenSSL's config, not the whole of /etc/ssl: its private/ holds the
     // host's TLS keys, closed only by their mode.
     "/etc/ssl/certs",
+    "/etc/ssl/cert.pem",
     "/etc/ssl/openssl.cnf",
     "/etc/ca-certificates",
     "/etc/ca-certificates.conf",
     "/etc/pki/tls/certs",
+    "/etc/pki/tls/cert.pem",
+    "/etc/pki/tls/openssl.cnf",
     "/etc/pki/ca-trust",
     "/etc/ld.so.cache",
     "/etc/ld.so.conf",
@@ -331,12 +334,30 @@ pub fn bwrap_args(isolation: &Isolation, spec: &ChildSpec, input: &SandboxInput)
     if let Some(group) = &input.etc_group {
         add(&["--ro-bind", &group.to_string_lossy(), "/etc/group"]);
     }
-    // /tmp is the sandbox's own, world-writable with the sticky bit like a real one: bubblewrap
-    // (as root) would otherwise make it root's. Capped, since a tmpfs lives in RAM: without a
-    // size one user could fill the host's memory through it.
+    // /tmp and /dev/shm are the sandbox's own, world-writable with the sticky bit like real
+    // ones: bubblewrap (as root) would otherwise make them root's, and POSIX semaphores
+    // (Python's multiprocessing) need /dev/shm. Capped, since a tmpfs lives in RAM: without a
+    // size one user could fill the host's memory through it. /dev itself is a tmpfs too, which
+    // the user owns in userns mode: read-only, once /dev/shm is on it (device nodes still work).
     let tmp_size = input.tmp_max_bytes.to_string();
     add(&[
-        "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", &tmp_size, "--tmpfs",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--perms",
+        "1777",
+        "--size",
+        &tmp_size,
+        "--tmpfs",
+        "/dev/shm",
+        "--remount-ro",
+        "/dev",
+        "--perms",
+        "1777",
+        "--size",
+        &tmp_size,
+        "--tmpfs",
         "/tmp",
     ]);
     let program_dir = input.program.as_ref().and_then(|p| p.dir.as_ref());
@@ -665,7 +686,8 @@ mod tests {
         );
         assert!(joined.ends_with(
             "--ro-bind /srv/ws/.sandbox/u1/passwd /etc/passwd --ro-bind /srv/ws/.sandbox/u1/group /etc/group \
-             --proc /proc --dev /dev --perms 1777 --size 1073741824 --tmpfs /tmp \
+             --proc /proc --dev /dev --perms 1777 --size 1073741824 --tmpfs /dev/shm --remount-ro /dev \
+             --perms 1777 --size 1073741824 --tmpfs /tmp \
              --perms 0755 --dir /opt --perms 0755 --dir /srv --perms 0755 --dir /srv/ws \
              --perms 0755 --dir /srv/ws/projects --perms 0755 --dir /srv/ws/projects/u1 \
              --perms 0755 --dir /srv/ws/users --ro-bind /opt/claude /opt/claude \

@@ -2,10 +2,12 @@
 //! before it runs the child's command.
 //!
 //! Inside its sandbox a user's Claude may do nearly anything its uid may; what this takes away
-//! is the kernel surface that no coding tool needs and that local privilege escalations keep
-//! coming through: new user namespaces (which would hand the child a full set of capabilities
-//! over its own namespaces, and with them nf_tables, mounts and the like), the kernel keyring,
-//! eBPF, `userfaultfd` and `perf_event_open`. The systemd unit forbids user namespaces with
+//! is kernel surface that local privilege escalations keep coming through: new user namespaces
+//! (which would hand the child a full set of capabilities over its own namespaces, and with
+//! them nf_tables, mounts and the like), the kernel keyring, eBPF, `userfaultfd`,
+//! `perf_event_open` and io_uring. The price: tools that build sandboxes of their own from
+//! user namespaces (Claude Code's own `sandbox` setting, Chromium's sandbox, rootless podman)
+//! do not work inside, as they do not under the systemd unit's `RestrictNamespaces=` either. The systemd unit forbids user namespaces with
 //! `RestrictNamespaces=`; a container has nothing of the kind unless the operator installs a
 //! seccomp profile, so sashad brings its own. Every blocked call fails with `ENOSYS`, as if the
 //! kernel lacked it: programs take that as a feature that is not there and carry on. `clone3`
@@ -34,6 +36,9 @@ const DENIED: &[i64] = &[
     libc::SYS_bpf,
     libc::SYS_userfaultfd,
     libc::SYS_perf_event_open,
+    libc::SYS_io_uring_setup,
+    libc::SYS_io_uring_enter,
+    libc::SYS_io_uring_register,
 ];
 
 /// System calls refused when their first argument (the flags) asks for a user namespace.
@@ -53,6 +58,18 @@ pub fn program() -> Result<&'static [u8], String> {
 }
 
 fn build() -> Result<Vec<u8>, String> {
+    let program = compile()?;
+    let mut bytes = Vec::with_capacity(program.len() * 8);
+    for instruction in program {
+        bytes.extend_from_slice(&instruction.code.to_ne_bytes());
+        bytes.push(instruction.jt);
+        bytes.push(instruction.jf);
+        bytes.extend_from_slice(&instruction.k.to_ne_bytes());
+    }
+    Ok(bytes)
+}
+
+fn compile() -> Result<BpfProgram, String> {
     let arch = TargetArch::try_from(std::env::consts::ARCH)
         .map_err(|e| format!("no seccomp filter for {}: {e}", std::env::consts::ARCH))?;
     let newuser = libc::CLONE_NEWUSER as u64;
@@ -83,15 +100,7 @@ fn build() -> Result<Vec<u8>, String> {
         arch,
     )
     .map_err(error)?;
-    let program = BpfProgram::try_from(filter).map_err(error)?;
-    let mut bytes = Vec::with_capacity(program.len() * 8);
-    for instruction in program {
-        bytes.extend_from_slice(&instruction.code.to_ne_bytes());
-        bytes.push(instruction.jt);
-        bytes.push(instruction.jf);
-        bytes.extend_from_slice(&instruction.k.to_ne_bytes());
-    }
-    Ok(bytes)
+    BpfProgram::try_from(filter).map_err(error)
 }
 
 /// A pipe holding `program`, to be read by bubblewrap: its read end (close-on-exec, so that no
@@ -141,9 +150,64 @@ mod tests {
     #[test]
     fn the_program_is_whole_instructions() {
         let bytes = program().unwrap();
-        assert!(!bytes.is_empty());
-        assert_eq!(bytes.len() % 8, 0);
+        assert_eq!(bytes.len(), compile().unwrap().len() * 8);
         // Far below the kernel's 4096-instruction limit.
         assert!(bytes.len() / 8 < 200, "{}", bytes.len() / 8);
+    }
+
+    /// `syscall(2)`'s result and errno.
+    fn call(nr: i64, a: u64, b: u64, c: u64) -> (i64, i32) {
+        // SAFETY: raw system calls with integer arguments; the ones that take pointers get
+        // null and a size of 0, or are refused by the filter before the kernel reads them.
+        #[allow(unsafe_code)]
+        let r = unsafe { libc::syscall(nr, a, b, c) };
+        let errno = if r == -1 {
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+        } else {
+            0
+        };
+        (r, errno)
+    }
+
+    /// The filter, installed for real on a thread of its own (seccomp filters and
+    /// no_new_privs are per thread): what it refuses fails with ENOSYS, the rest goes through.
+    #[test]
+    fn the_filter_refuses_what_it_lists_and_nothing_else() {
+        let program = compile().unwrap();
+        std::thread::spawn(move || {
+            seccompiler::apply_filter(&program).unwrap();
+            let newuser = libc::CLONE_NEWUSER as u64;
+            for (name, nr, a) in [
+                ("unshare(CLONE_NEWUSER)", libc::SYS_unshare, newuser),
+                (
+                    "unshare(NEWUSER|NEWNS)",
+                    libc::SYS_unshare,
+                    newuser | libc::CLONE_NEWNS as u64,
+                ),
+                ("clone(CLONE_NEWUSER)", libc::SYS_clone, newuser),
+                ("clone3", libc::SYS_clone3, 0),
+                ("keyctl", libc::SYS_keyctl, 0),
+                ("add_key", libc::SYS_add_key, 0),
+                ("request_key", libc::SYS_request_key, 0),
+                ("bpf", libc::SYS_bpf, 0),
+                ("userfaultfd", libc::SYS_userfaultfd, 0),
+                ("perf_event_open", libc::SYS_perf_event_open, 0),
+                ("io_uring_setup", libc::SYS_io_uring_setup, 0),
+            ] {
+                assert_eq!(call(nr, a, 0, 0), (-1, libc::ENOSYS), "{name}");
+            }
+            // Allowed: other unshare flags (refused by the kernel for lack of privilege, or
+            // done, but not ENOSYS), and ordinary calls.
+            let (_, errno) = call(libc::SYS_unshare, libc::CLONE_NEWNS as u64, 0, 0);
+            assert_ne!(errno, libc::ENOSYS);
+            assert!(call(libc::SYS_getpid, 0, 0, 0).0 > 0);
+            let file = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+            assert!(file.contains("Seccomp:\t2"), "{file}");
+        })
+        .join()
+        .unwrap();
+        // The test's other threads are untouched.
+        let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        assert!(status.contains("Seccomp:\t0"), "{status}");
     }
 }

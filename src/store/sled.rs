@@ -161,6 +161,16 @@ impl Store {
 
     /// Sets a user's `disabled` flag. Disabling also revokes every token of theirs. Returns the
     /// updated user, or `None` when there is no such user.
+    /// The uid slot the next user will get: how many users were ever created (slots of
+    /// deleted users are not reused, so that no new user inherits files a uid still owns).
+    pub fn next_uid_slot(&self) -> Result<u32, StoreError> {
+        let meta = self.tree(trees::META)?;
+        Ok(meta
+            .get(NEXT_UID_SLOT_KEY)?
+            .and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok())
+            .map_or(0, u32::from_be_bytes))
+    }
+
     pub fn set_disabled(&self, id: &str, disabled: bool) -> Result<Option<UserRecord>, StoreError> {
         let users = self.tree(trees::USERS)?;
         let Some(bytes) = users.get(id)? else {

@@ -442,6 +442,9 @@ impl Handler<AcquireChild> for Registry {
     }
 }
 
+/// The blocking part of [`load_grant`] found the owner disabled.
+const OWNER_DISABLED: &str = "the owner is disabled";
+
 /// Opens the owner's credential (refreshing an expiring OAuth token first) and prepares the
 /// child's folders and credential files.
 async fn load_grant(
@@ -499,6 +502,11 @@ async fn load_grant(
             .ok()
             .flatten()
             .ok_or_else(|| "the session's owner is gone".to_owned())?;
+        // Again, just before anything is written: an operator may have disabled (or be
+        // deleting) the user while the credential was opened or refreshed.
+        if user.disabled {
+            return Err(OWNER_DISABLED.to_owned());
+        }
         let home = workspace.home(&owner).map_err(|e| e.to_string())?;
         let cwd = workspace.project(&owner, &project).map_err(|e| e.to_string())?;
         let base = settings.isolation.uid_base;
@@ -544,10 +552,14 @@ async fn load_grant(
                 })?;
                 // The CLI's folder is shown read-only in every sandbox: one that holds the data
                 // directory would show the store, every user's files and maybe the key.
+                // Nor one inside it: a user's home would then hold the program every user runs.
                 if let Some(dir) = &program.dir {
                     let real = |p: &std::path::Path| p.canonicalize().unwrap_or(p.to_path_buf());
-                    if real(&settings.storage.data_dir).starts_with(dir)
-                        || real(workspace.root()).starts_with(dir)
+                    let (data, root) = (real(&settings.storage.data_dir), real(workspace.root()));
+                    if data.starts_with(dir)
+                        || root.starts_with(dir)
+                        || dir.starts_with(&data)
+                        || dir.starts_with(&root)
                     {
                         return Err(format!(
                             "{} would show the data directory in the sandbox; install the CLI \
@@ -583,7 +595,10 @@ async fn load_grant(
     })
     .await
     .map_err(|_| SessionError::ShuttingDown)?;
-    let (home, cwd, sandbox, cgroup) = paths.map_err(SessionError::SpawnFailed)?;
+    let (home, cwd, sandbox, cgroup) = paths.map_err(|e| match e.as_str() {
+        OWNER_DISABLED => SessionError::AccountDisabled,
+        _ => SessionError::SpawnFailed(e),
+    })?;
     Ok(ChildGrant {
         credential_env: credential.env(&home),
         credential_generation: record.generation,

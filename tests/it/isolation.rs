@@ -504,18 +504,38 @@ async fn folders_of_an_earlier_daemon_uid_are_handed_over() {
     }
 }
 
-/// With more users than `isolation.uid_count` holds, the ones past the range get no child
-/// rather than a uid the operator did not set aside.
+/// `isolation.uid_count` bounds the accounts: registration past it is refused, and a user whose
+/// slot is past it (the operator shrank the range) gets no child rather than a uid the operator
+/// did not set aside.
 #[tokio::test]
 async fn users_past_the_uid_range_get_no_child() {
     let mock = MockApi::start();
     let mut env = TestEnv::new().with_fake_cli(&mock);
     env.set("auth.registration", "open");
-    env.set("isolation.uid_count", 1);
     env.set(
         "isolation.uid_base",
         300_000 + 4 * i64::from(rand::random::<u16>()),
     );
+    env.set("isolation.uid_count", 1);
+    let mut daemon = env.start();
+    let api = Api::new(daemon.base_url());
+    api.register("alice", "correct horse battery")
+        .await
+        .expect(201);
+    api.register("bob", "correct horse battery")
+        .await
+        .expect_error(409, "user_limit");
+    daemon.stop();
+
+    env.set("isolation.uid_count", 2);
+    let mut daemon = env.start();
+    Api::new(daemon.base_url())
+        .register("bob", "correct horse battery")
+        .await
+        .expect(201);
+    daemon.stop();
+
+    env.set("isolation.uid_count", 1);
     let daemon = env.start();
     let api = Api::new(daemon.base_url());
     let mut frames = Vec::new();
@@ -540,7 +560,7 @@ async fn users_past_the_uid_range_get_no_child() {
     );
 }
 
-/// The sandbox's `/tmp` lives in RAM; its cap (`isolation.tmp_max_bytes`) holds.
+/// The sandbox's `/tmp` and `/dev/shm` live in RAM; their cap (`isolation.tmp_max_bytes`) holds.
 #[tokio::test]
 async fn a_cannot_fill_memory_through_tmp() {
     let mut p = pair(|env| {
@@ -553,6 +573,16 @@ async fn a_cannot_fill_memory_through_tmp() {
     // Whatever reports it (the shell, or the CLI, which keeps its own output under /tmp too),
     // the write ran out of room.
     assert!(out.contains("No space left on device"), "{out}");
+    // /dev/shm is capped the same way and usable by A; the rest of /dev is read-only.
+    let out =
+        p.a.bash("rm -f /tmp/big; echo ok > /dev/shm/small && echo shm-write-ok; head -c 8388608 /dev/zero > /dev/shm/big 2>&1; echo shm-rc=$?; touch /dev/planted 2>&1; echo hi > /dev/null && echo null-ok")
+            .await;
+    assert!(
+        out.contains("shm-rc=1") && out.contains("shm-write-ok"),
+        "{out}"
+    );
+    assert!(out.contains("Read-only file system"), "{out}");
+    assert!(out.contains("null-ok"), "{out}");
 }
 
 /// A CLI installed inside the data directory would show it (the store, every user's files) in
