@@ -73,7 +73,7 @@ RUN apt-get update \
 # The runtime layout, made by the same script operators use outside Docker: /data owned by
 # root with mode 0700 and /etc/sashad/sashad.toml (root, 0640). No service user: sashad runs
 # as root (see USER below), and each user's children run under a uid of their own from
-# isolation.uid_base (200000 and up), which no account in the image uses.
+# isolation.uid_base (1879048192 and up), which no account in the image uses.
 COPY scripts/install-runtime.sh /usr/local/lib/sashad/install-runtime.sh
 COPY scripts/healthcheck.sh /usr/local/bin/sashad-healthcheck
 COPY config/container.toml /usr/local/share/sashad/sashad.toml

@@ -423,7 +423,9 @@ pub struct IsolationSettings {
     pub mode: IsolationMode,
     /// The bubblewrap binary. Default `bwrap` (on PATH).
     pub bwrap: PathBuf,
-    /// First uid (and gid) of the range users' children run as. Default 200000.
+    /// First uid (and gid) of the range users' children run as. Default 1879048192 (0x70000000):
+    /// the start of the range systemd's UIDS-GIDS.md lists as unused, above its container
+    /// ranges and far above `/etc/subuid` ranges (`useradd`'s `SUB_UID_MAX`, 600100000).
     pub uid_base: u32,
     /// Size of that range: at most this many users. Default 100000.
     pub uid_count: u32,
@@ -448,7 +450,7 @@ impl Default for IsolationSettings {
         Self {
             mode: IsolationMode::Auto,
             bwrap: PathBuf::from("bwrap"),
-            uid_base: 200_000,
+            uid_base: 1_879_048_192,
             uid_count: 100_000,
             max_processes: 1024,
             max_open_files: 4096,

@@ -32,7 +32,7 @@ const SECRET_PATH: &str = "/run/secrets/master-key";
 /// Where the Dockerfile installs the config, and the `SASHAD_CONFIG` it sets.
 const CONFIG_PATH: &str = "/etc/sashad/sashad.toml";
 /// `isolation.uid_base`'s default: users' children run as this uid and up.
-const UID_BASE: u32 = 200_000;
+const UID_BASE: u32 = 1_879_048_192;
 /// The uid of the image's sashad user before it ran as root (issue "Isolation between users").
 const OLD_IMAGE_UID: u32 = 10001;
 
