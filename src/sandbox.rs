@@ -640,7 +640,10 @@ mod tests {
         write("group", "root:x:0:\n");
         write("subuid", "alice:100000:65536\ncarol:165536:65536\n");
         write("subgid", "broken line\n");
-        let settings = IsolationSettings::default();
+        let settings = IsolationSettings {
+            uid_base: 200_000,
+            ..IsolationSettings::default()
+        };
         let found = id_range_overlaps(&settings, etc.path());
         assert_eq!(found.len(), 2, "{found:?}");
         assert!(found[0].contains("passwd:bob (200005)"), "{found:?}");
@@ -653,6 +656,8 @@ mod tests {
             ..IsolationSettings::default()
         };
         assert!(id_range_overlaps(&clear, etc.path()).is_empty());
+        // The default range is clear of both.
+        assert!(id_range_overlaps(&IsolationSettings::default(), etc.path()).is_empty());
     }
 
     /// The whole option list, so a change to the sandbox is a visible change to this test.
