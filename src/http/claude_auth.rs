@@ -440,29 +440,13 @@ fn page(status: StatusCode, title: &str, message: &str) -> HttpResponse {
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <link rel=\"stylesheet\" href=\"/style.css\"></head><body class=\"callback\"><main>\
          <h1>{t}</h1><p id=\"message\">{m}</p></main></body></html>",
-        t = escape_html(title),
-        m = escape_html(message),
+        t = html_escape::encode_safe(title),
+        m = html_escape::encode_safe(message),
     );
     HttpResponse::build(status)
         .insert_header(ContentType::html())
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .body(html)
-}
-
-/// Escapes text for HTML element content and attribute values.
-pub fn escape_html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[derive(Deserialize)]
@@ -503,13 +487,23 @@ async fn oauth_status(
 
 #[cfg(test)]
 mod tests {
-    use super::escape_html;
+    use actix_web::body::MessageBody;
 
     #[test]
-    fn html_is_escaped() {
-        assert_eq!(
-            escape_html("<script>alert('x')</script> & \"y\""),
-            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;y&quot;"
+    fn the_callback_page_escapes_its_text() {
+        let response = super::page(
+            actix_web::http::StatusCode::BAD_REQUEST,
+            "Sign-in failed",
+            "<script>alert('x')</script> & \"y\"",
+        );
+        let body = response.into_body().try_into_bytes().unwrap();
+        let html = std::str::from_utf8(&body).unwrap();
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(
+            html.contains(
+                "&lt;script&gt;alert(&#x27;x&#x27;)&lt;&#x2F;script&gt; &amp; &quot;y&quot;"
+            ),
+            "{html}"
         );
     }
 }

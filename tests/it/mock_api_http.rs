@@ -798,7 +798,7 @@ async fn a_denied_authorization_reports_the_error_on_the_redirect() {
     let page = reqwest::get(&url).await.unwrap();
     assert_eq!(page.status(), 400);
     let page = page.text().await.unwrap();
-    assert!(page.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; more"));
+    assert!(page.contains("&lt;script&gt;alert(&#x27;x&#x27;)&lt;&#x2F;script&gt; &amp; more"));
     assert!(!page.contains("<script>"), "{page}");
 }
 

@@ -363,7 +363,7 @@ async fn the_callback_page_escapes_what_the_provider_sent() {
     let page = response.text().await.unwrap();
     assert!(!page.contains("<script>"), "{page}");
     assert!(
-        page.contains("&lt;script&gt;alert(&#39;pwned&#39;)&lt;/script&gt;"),
+        page.contains("&lt;script&gt;alert(&#x27;pwned&#x27;)&lt;&#x2F;script&gt;"),
         "{page}"
     );
     let status = alice

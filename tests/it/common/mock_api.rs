@@ -1838,34 +1838,11 @@ fn is_scope(scope: &str) -> bool {
         })
 }
 
-fn escape_html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-fn unescape_html(text: &str) -> String {
-    text.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&amp;", "&")
-}
-
 /// The text of the code page's `<pre id="code">`, unescaped.
 fn shown_code(page: &str) -> Option<String> {
     let (_, rest) = page.split_once(r#"<pre id="code">"#)?;
     let (code, _) = rest.split_once("</pre>")?;
-    Some(unescape_html(code))
+    Some(html_escape::decode_html_entities(code).into_owned())
 }
 
 /// A small HTML page; `body` is HTML already escaped.
@@ -1885,8 +1862,8 @@ fn error_page(error: &str, description: &str) -> HttpResponse {
         "Mock OAuth: authorization failed",
         &format!(
             "<p id=\"error\">{}</p>\n<p id=\"error_description\">{}</p>",
-            escape_html(error),
-            escape_html(description)
+            html_escape::encode_safe(error),
+            html_escape::encode_safe(description)
         ),
     )
 }
@@ -2360,7 +2337,7 @@ async fn oauth_code_page(req: HttpRequest, body: web::Bytes, state: Data) -> Htt
                 "Mock OAuth: authorization code",
                 &format!(
                     "<p>Paste this code into the application:</p>\n<pre id=\"code\">{}</pre>",
-                    escape_html(&shown)
+                    html_escape::encode_safe(&shown)
                 ),
             )
         }
