@@ -68,6 +68,9 @@ pub struct Prepared {
     pub isolation: crate::sandbox::Isolation,
     /// The delegated cgroup, or why there is none.
     pub cgroups: Result<crate::sandbox::Cgroups, String>,
+    /// What the startup log said about isolation and limits ([`crate::sandbox::describe`]),
+    /// for the admin API.
+    pub limits: serde_json::Value,
 }
 
 /// Opens the store and loads and verifies the master key.
@@ -115,6 +118,7 @@ pub fn prepare(mut settings: Settings, key_options: &KeyOptions) -> anyhow::Resu
         key_source,
         isolation,
         cgroups,
+        limits,
     })
 }
 
@@ -171,8 +175,8 @@ pub async fn run(
         key_source,
         isolation,
         cgroups,
+        limits: isolation_summary,
     } = prepared;
-    let isolation_summary = crate::sandbox::describe(&isolation, &cgroups, &settings.isolation);
     let local_addr = listener.local_addr().context("listener has no address")?;
     let tls = settings.tls.enabled();
     let tls_config = if tls {

@@ -30,8 +30,19 @@ pub mod seccomp;
 use crate::claude::command::ChildSpec;
 use crate::config::{IsolationMode, IsolationSettings};
 
-/// The folders between `/etc` and the deeper [`ETC_FILES`], made 0755 in the sandbox.
-pub const ETC_PARENTS: &[&str] = &["/etc/ssl", "/etc/pki", "/etc/pki/tls"];
+/// The folders between `/etc` and the deeper [`ETC_FILES`] (`/etc/ssl`, `/etc/pki`, …), in
+/// order, parents first.
+fn etc_parents() -> Vec<&'static str> {
+    let mut parents: Vec<&str> = ETC_FILES
+        .iter()
+        .flat_map(|file| Path::new(file).ancestors().skip(1))
+        .filter(|dir| dir.starts_with("/etc") && *dir != Path::new("/etc"))
+        .filter_map(Path::to_str)
+        .collect();
+    parents.sort_unstable();
+    parents.dedup();
+    parents
+}
 
 /// Files of `/etc` a child may see (read-only, when they exist): name resolution, TLS roots,
 /// the dynamic linker's cache, time zone, and Debian's alternatives links under `/usr/bin`.
@@ -157,34 +168,29 @@ pub fn probe(settings: &IsolationSettings) -> Result<Isolation, SandboxError> {
         mode: "seccomp",
         reason,
     })?;
-    let root = nix::unistd::geteuid().is_root();
-    let try_uid = || -> Result<Isolation, SandboxError> {
-        let setpriv = find_program(Path::new("setpriv")).ok_or(SandboxError::NoSetpriv)?;
-        let isolation = Isolation::Uid {
-            bwrap: bwrap.clone(),
-            setpriv,
-        };
+    let check = |isolation: Isolation| -> Result<Isolation, SandboxError> {
         run_probe(&isolation, settings.uid_base).map_err(|reason| SandboxError::Unavailable {
-            mode: "uid",
+            mode: isolation.name(),
             reason,
         })?;
         Ok(isolation)
     };
-    let try_userns = || -> Result<Isolation, SandboxError> {
-        let isolation = Isolation::Userns {
+    let try_uid = || -> Result<Isolation, SandboxError> {
+        let setpriv = find_program(Path::new("setpriv")).ok_or(SandboxError::NoSetpriv)?;
+        check(Isolation::Uid {
             bwrap: bwrap.clone(),
-        };
-        run_probe(&isolation, settings.uid_base).map_err(|reason| SandboxError::Unavailable {
-            mode: "userns",
-            reason,
-        })?;
-        Ok(isolation)
+            setpriv,
+        })
+    };
+    let userns = Isolation::Userns {
+        bwrap: bwrap.clone(),
     };
     match settings.mode {
         IsolationMode::Uid => try_uid(),
-        IsolationMode::Userns => try_userns(),
-        IsolationMode::Auto if root => try_uid(),
-        IsolationMode::Auto => try_userns().map_err(|e| SandboxError::NoIsolation(e.to_string())),
+        IsolationMode::Auto if nix::unistd::geteuid().is_root() => try_uid(),
+        IsolationMode::Userns => check(userns),
+        IsolationMode::Auto => check(userns).map_err(|e| SandboxError::NoIsolation(e.to_string())),
+        // Answered above, before anything was looked up.
         IsolationMode::None => Ok(Isolation::None),
     }
 }
@@ -215,20 +221,8 @@ fn run_probe(isolation: &Isolation, uid: u32) -> Result<(), String> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let program = wrapped
-        .seccomp
-        .map(seccomp::pipe_with)
-        .transpose()
+    let program = seccomp::attach(&mut command, wrapped.seccomp)
         .map_err(|e| format!("cannot pass the seccomp filter: {e}"))?;
-    if let Some(fd) = program.as_ref().map(std::os::fd::AsRawFd::as_raw_fd) {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: install_in_child only calls dup2 and fcntl; `program` stays open until
-        // `output()` has forked.
-        #[allow(unsafe_code)]
-        unsafe {
-            command.pre_exec(move || seccomp::install_in_child(fd));
-        }
-    }
     let output = command
         .output()
         .map_err(|e| format!("cannot run {}: {e}", wrapped.program.display()))?;
@@ -322,7 +316,7 @@ pub fn bwrap_args(isolation: &Isolation, spec: &ChildSpec, input: &SandboxInput)
         }
     }
     // Folders of /etc that only hold some of ETC_FILES: traversable, like /etc itself.
-    for dir in ETC_PARENTS {
+    for dir in etc_parents() {
         add(&["--perms", "0755", "--dir", dir]);
     }
     for file in ETC_FILES {
@@ -340,26 +334,11 @@ pub fn bwrap_args(isolation: &Isolation, spec: &ChildSpec, input: &SandboxInput)
     // size one user could fill the host's memory through it. /dev itself is a tmpfs too, which
     // the user owns in userns mode: read-only, once /dev/shm is on it (device nodes still work).
     let tmp_size = input.tmp_max_bytes.to_string();
-    add(&[
-        "--proc",
-        "/proc",
-        "--dev",
-        "/dev",
-        "--perms",
-        "1777",
-        "--size",
-        &tmp_size,
-        "--tmpfs",
-        "/dev/shm",
-        "--remount-ro",
-        "/dev",
-        "--perms",
-        "1777",
-        "--size",
-        &tmp_size,
-        "--tmpfs",
-        "/tmp",
-    ]);
+    let tmpfs = |dir| ["--perms", "1777", "--size", &tmp_size, "--tmpfs", dir];
+    add(&["--proc", "/proc", "--dev", "/dev"]);
+    add(&tmpfs("/dev/shm"));
+    add(&["--remount-ro", "/dev"]);
+    add(&tmpfs("/tmp"));
     let program_dir = input.program.as_ref().and_then(|p| p.dir.as_ref());
     // bubblewrap makes missing parents of a mount point 0700 and root's: the user could not
     // reach their own folders. Make them first, 0755, empty but for the mounts below.
@@ -673,7 +652,7 @@ mod tests {
             "--unshare-pid --unshare-ipc --unshare-uts --new-session --die-with-parent --hostname sashad \
              --ro-bind /usr /usr --perms 0755 --dir /etc "
         ), "{joined}");
-        for dir in ETC_PARENTS {
+        for dir in ["/etc/ssl", "/etc/pki", "/etc/pki/tls"] {
             assert!(
                 joined.contains(&format!("--perms 0755 --dir {dir} ")),
                 "{dir}"

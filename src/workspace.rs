@@ -63,6 +63,14 @@ pub struct Workspace {
     root: PathBuf,
 }
 
+/// Refuses a path component that is empty, `.`, `..` or holds a `/`.
+fn check_part(part: &str) -> Result<(), WorkspaceError> {
+    if part.is_empty() || part.contains('/') || part == "." || part == ".." {
+        return Err(WorkspaceError::InvalidProjectId);
+    }
+    Ok(())
+}
+
 /// Removes the folder `path` and everything in it (see [`Workspace::remove_user`]).
 fn remove_tree(path: &Path) -> Result<(), WorkspaceError> {
     let failed = |source| WorkspaceError::Io {
@@ -101,6 +109,12 @@ impl Workspace {
     /// A user's HOME, created 0700.
     pub fn home(&self, user_id: &str) -> Result<PathBuf, WorkspaceError> {
         self.ensure(&["users", user_id])
+    }
+
+    /// The folder of a user's sandbox files (`passwd`, `group`), created 0700. Outside their
+    /// home: the daemon writes there, and the user must not be able to swap them.
+    pub fn sandbox_etc(&self, user_id: &str) -> Result<PathBuf, WorkspaceError> {
+        self.ensure(&["etc", user_id])
     }
 
     /// A user's projects folder, created 0700.
@@ -168,10 +182,8 @@ impl Workspace {
     ///
     /// Errors: [`WorkspaceError::Io`] naming the folder, with rm's last words.
     pub fn remove_user(&self, user_id: &str) -> Result<(), WorkspaceError> {
+        check_part(user_id)?;
         for part in ["users", "projects", "etc"] {
-            if user_id.is_empty() || user_id.contains('/') || user_id.contains("..") {
-                return Err(WorkspaceError::InvalidProjectId);
-            }
             let path = self.root.join(part).join(user_id);
             match fs::symlink_metadata(&path) {
                 Ok(meta) if meta.is_dir() => remove_tree(&path)?,
@@ -191,9 +203,7 @@ impl Workspace {
         let mut path = self.root.clone();
         ensure_dir(&path)?;
         for part in parts {
-            if part.is_empty() || part.contains('/') || *part == "." || *part == ".." {
-                return Err(WorkspaceError::InvalidProjectId);
-            }
+            check_part(part)?;
             path.push(part);
             ensure_dir(&path)?;
         }

@@ -103,11 +103,37 @@ fn compile() -> Result<BpfProgram, String> {
     BpfProgram::try_from(filter).map_err(error)
 }
 
+/// Hands `program` (if any) to the child `command` will start, at [`FD`]: a pipe holding it,
+/// and a `pre_exec` hook that puts the pipe's read end there. Returns that read end, which the
+/// caller keeps open until the child is spawned and then drops. Hooks run in the order they
+/// were added: add this one after any hook that uses a descriptor of its own.
+///
+/// Errors: `pipe2(2)` or `write(2)` failed.
+pub fn attach(
+    command: &mut std::process::Command,
+    program: Option<&[u8]>,
+) -> std::io::Result<Option<std::os::fd::OwnedFd>> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let Some(program) = program else {
+        return Ok(None);
+    };
+    let read = pipe_with(program)?;
+    let fd = read.as_raw_fd();
+    // SAFETY: install_in_child only calls dup2 and fcntl; the caller keeps `read` open until
+    // the child has been spawned.
+    #[allow(unsafe_code)]
+    unsafe {
+        command.pre_exec(move || install_in_child(fd));
+    }
+    Ok(Some(read))
+}
+
 /// A pipe holding `program`, to be read by bubblewrap: its read end (close-on-exec, so that no
 /// other child inherits it; [`install_in_child`] puts it at [`FD`] for this one).
 ///
 /// Errors: `pipe2(2)` or `write(2)` failed.
-pub fn pipe_with(program: &[u8]) -> std::io::Result<std::os::fd::OwnedFd> {
+fn pipe_with(program: &[u8]) -> std::io::Result<std::os::fd::OwnedFd> {
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     // A few hundred bytes: far below a pipe's 64 KiB, so the write cannot block.
     let mut written = 0;
@@ -123,7 +149,7 @@ pub fn pipe_with(program: &[u8]) -> std::io::Result<std::os::fd::OwnedFd> {
 /// # Safety
 /// Call only in a `pre_exec` hook, with `fd` open.
 #[allow(unsafe_code)]
-pub unsafe fn install_in_child(fd: std::os::fd::RawFd) -> std::io::Result<()> {
+unsafe fn install_in_child(fd: std::os::fd::RawFd) -> std::io::Result<()> {
     if fd == FD {
         // dup2 onto itself would keep close-on-exec.
         if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {

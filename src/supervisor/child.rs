@@ -225,16 +225,9 @@ pub fn spawn(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    let seccomp = spec
-        .seccomp
-        .map(crate::sandbox::seccomp::pipe_with)
-        .transpose()?;
-    before_exec(
-        &mut cmd,
-        options,
-        cgroup.map(|c| c.procs_fd()),
-        seccomp.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
-    );
+    before_exec(&mut cmd, options, cgroup.map(|c| c.procs_fd()));
+    // After before_exec's hook: the descriptor it takes may be the cgroup's, done with by then.
+    let seccomp = crate::sandbox::seccomp::attach(cmd.as_std_mut(), spec.seccomp)?;
     let mut child = cmd.spawn()?;
     // The child has its copy (or failed); the parent's read end goes.
     drop(seccomp);
@@ -293,19 +286,16 @@ pub fn spawn(
 
 /// Between fork and exec: `PR_SET_PDEATHSIG(SIGKILL)`, the rlimits (`RLIMIT_NPROC`,
 /// `RLIMIT_NOFILE`, `RLIMIT_CORE = 0`; inherited through bubblewrap and `setpriv`, and
-/// counted against the user's own uid), entry into the session's cgroup, and the seccomp
-/// program's pipe at the descriptor bubblewrap reads it from.
+/// counted against the user's own uid), and entry into the session's cgroup.
 fn before_exec(
     cmd: &mut Command,
     options: &ChildOptions,
     cgroup_procs: Option<std::os::fd::RawFd>,
-    seccomp: Option<std::os::fd::RawFd>,
 ) {
     use nix::sys::resource::{setrlimit, Resource};
     let (nproc, nofile) = (options.max_processes, options.max_open_files);
     // SAFETY: the closure runs in the forked child before exec. It only makes system calls that
-    // are async-signal-safe (prctl, setrlimit, write, dup2, fcntl); it allocates nothing and
-    // takes no lock. The seccomp pipe is open in the parent until `spawn` has returned.
+    // are async-signal-safe (prctl, setrlimit, write); it allocates nothing and takes no lock.
     // The cgroup fd is open in the parent for the whole spawn (the `SessionCgroup` outlives it).
     #[allow(unsafe_code)]
     unsafe {
@@ -317,10 +307,6 @@ fn before_exec(
             if let Some(fd) = cgroup_procs {
                 let fd = std::os::fd::BorrowedFd::borrow_raw(fd);
                 nix::unistd::write(fd, b"0").map_err(io::Error::from)?;
-            }
-            // Last: the descriptor it takes may be the cgroup's, which is done with by now.
-            if let Some(fd) = seccomp {
-                crate::sandbox::seccomp::install_in_child(fd)?;
             }
             Ok(())
         });

@@ -442,8 +442,10 @@ impl Handler<AcquireChild> for Registry {
     }
 }
 
-/// The blocking part of [`load_grant`] found the owner disabled.
-const OWNER_DISABLED: &str = "the owner is disabled";
+/// A child that cannot start, for the reason `e` gives.
+fn spawn_failed(e: impl std::fmt::Display) -> SessionError {
+    SessionError::SpawnFailed(e.to_string())
+}
 
 /// Opens the owner's credential (refreshing an expiring OAuth token first) and prepares the
 /// child's folders and credential files.
@@ -501,46 +503,45 @@ async fn load_grant(
             .user(&owner)
             .ok()
             .flatten()
-            .ok_or_else(|| "the session's owner is gone".to_owned())?;
+            .ok_or_else(|| spawn_failed("the session's owner is gone"))?;
         // Again, just before anything is written: an operator may have disabled (or be
         // deleting) the user while the credential was opened or refreshed.
         if user.disabled {
-            return Err(OWNER_DISABLED.to_owned());
+            return Err(SessionError::AccountDisabled);
         }
-        let home = workspace.home(&owner).map_err(|e| e.to_string())?;
-        let cwd = workspace.project(&owner, &project).map_err(|e| e.to_string())?;
+        let home = workspace.home(&owner).map_err(spawn_failed)?;
+        let cwd = workspace.project(&owner, &project).map_err(spawn_failed)?;
         let base = settings.isolation.uid_base;
         let count = settings.isolation.uid_count;
         let (uid, gid) = match (&sandboxing, user.uid(base, count)) {
             (crate::sandbox::Isolation::Uid { .. }, Some(uid)) => (uid, uid),
             (crate::sandbox::Isolation::Uid { .. }, None) => {
                 tracing::error!(user_id = %owner, uid_slot = ?user.uid_slot, uid_count = count, "the user's uid slot is outside isolation.uid_count; raise it");
-                return Err("this user has no uid in isolation.uid_base..+uid_count; ask the operator".into());
+                return Err(spawn_failed("this user has no uid in isolation.uid_base..+uid_count; ask the operator"));
             }
             (_, uid) => (uid.unwrap_or(base), uid.unwrap_or(base)),
         };
         let mut etc = (None, None);
         if !matches!(sandboxing, crate::sandbox::Isolation::None) {
             let (passwd, group) = crate::sandbox::passwd_files(&user.username, uid, gid, &home);
-            let dir = workspace.root().join("etc").join(&owner);
-            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-            std::fs::write(dir.join("passwd"), passwd).map_err(|e| e.to_string())?;
-            std::fs::write(dir.join("group"), group).map_err(|e| e.to_string())?;
+            let dir = workspace.sandbox_etc(&owner).map_err(spawn_failed)?;
+            std::fs::write(dir.join("passwd"), passwd).map_err(spawn_failed)?;
+            std::fs::write(dir.join("group"), group).map_err(spawn_failed)?;
             etc = (Some(dir.join("passwd")), Some(dir.join("group")));
         }
         let owner = match sandboxing {
             crate::sandbox::Isolation::Uid { .. } => {
                 // The user's own folders (and anything the daemon made in them) belong to their
                 // uid.
-                crate::ownership::hand_over(&home, uid, gid).map_err(|e| e.to_string())?;
-                crate::ownership::hand_over(&cwd, uid, gid).map_err(|e| e.to_string())?;
+                crate::ownership::hand_over(&home, uid, gid).map_err(spawn_failed)?;
+                crate::ownership::hand_over(&cwd, uid, gid).map_err(spawn_failed)?;
                 Some((uid, gid))
             }
             _ => None,
         };
         for (relative, contents) in &files {
             crate::ownership::write_private_file(&home, relative, contents, owner)
-                .map_err(|e| format!("cannot write {} in the home: {e}", relative.display()))?;
+                .map_err(|e| spawn_failed(format!("cannot write {} in the home: {e}", relative.display())))?;
         }
         // Looked up at each start, so a CLI installed or moved while the daemon runs is found.
         let binary = &settings.claude.binary;
@@ -548,7 +549,7 @@ async fn load_grant(
             crate::sandbox::Isolation::None => None,
             _ => {
                 let program = crate::sandbox::program(binary).ok_or_else(|| {
-                    format!("{} was not found (claude.binary)", binary.display())
+                    spawn_failed(format!("{} was not found (claude.binary)", binary.display()))
                 })?;
                 // The CLI's folder is shown read-only in every sandbox: one that holds the data
                 // directory would show the store, every user's files and maybe the key.
@@ -561,11 +562,11 @@ async fn load_grant(
                         || dir.starts_with(&data)
                         || dir.starts_with(&root)
                     {
-                        return Err(format!(
+                        return Err(spawn_failed(format!(
                             "{} would show the data directory in the sandbox; install the CLI \
                              outside it (claude.binary)",
                             dir.display()
-                        ));
+                        )));
                     }
                 }
                 Some(program)
@@ -578,7 +579,9 @@ async fn load_grant(
                 Ok(cgroup) => Some(cgroup),
                 Err(e) => {
                     tracing::error!(session_id = %session_id, error = %e, "cannot create the session's cgroup");
-                    return Err(format!("cannot set the session's resource limits: {e}"));
+                    return Err(spawn_failed(format!(
+                        "cannot set the session's resource limits: {e}"
+                    )));
                 }
             },
             None => None,
@@ -591,14 +594,11 @@ async fn load_grant(
             program: sandbox_program,
             tmp_max_bytes: settings.isolation.tmp_max_bytes,
         };
-        Ok::<_, String>((home, cwd, sandbox, cgroup))
+        Ok::<_, SessionError>((home, cwd, sandbox, cgroup))
     })
     .await
     .map_err(|_| SessionError::ShuttingDown)?;
-    let (home, cwd, sandbox, cgroup) = paths.map_err(|e| match e.as_str() {
-        OWNER_DISABLED => SessionError::AccountDisabled,
-        _ => SessionError::SpawnFailed(e),
-    })?;
+    let (home, cwd, sandbox, cgroup) = paths?;
     Ok(ChildGrant {
         credential_env: credential.env(&home),
         credential_generation: record.generation,
