@@ -195,7 +195,8 @@ fn user(settings: Settings, _key_options: KeyOptions, command: UserCommand) -> a
             let hash =
                 sashad::accounts::hash_password(&password).map_err(|e| anyhow::anyhow!("{e}"))?;
             let role = if admin { Role::Admin } else { Role::User };
-            match store.create_user(&username, &hash, role, Admission::Admin)? {
+            let slots = settings.isolation.uid_count;
+            match store.create_user(&username, &hash, role, Admission::Admin, slots)? {
                 CreateUser::Created(user) => {
                     println!(
                         "created {} ({:?}, id {})",
@@ -204,6 +205,10 @@ fn user(settings: Settings, _key_options: KeyOptions, command: UserCommand) -> a
                 }
                 CreateUser::Taken => bail!("username {username} is taken"),
                 CreateUser::Closed => bail!("cannot create users"),
+                CreateUser::Full => bail!(
+                    "every uid in isolation.uid_base..+uid_count has been handed out; raise \
+                     isolation.uid_count"
+                ),
             }
         }
         UserCommand::Disable { username } => set_disabled(&store, &username, true)?,

@@ -299,6 +299,8 @@ pub enum CreateUser {
     Taken,
     /// The registration policy refused it.
     Closed,
+    /// Every uid slot (`isolation.uid_count`) has been handed out.
+    Full,
 }
 
 /// Who is asking to create a user.

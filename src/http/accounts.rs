@@ -134,19 +134,10 @@ async fn register(
         .map_err(|e| Error::Internal(e.to_string()))?
         .map_err(|e| Error::Internal(e.to_string()))?;
     let username = body.username.clone();
-    // Each user takes a uid slot for good; past isolation.uid_count there is no uid to run
-    // their children as. (Two registrations racing for the last slot may both pass: the one
-    // past the range gets spawn_failed at its first session, never a uid outside it.)
     let slots = state.settings.get().isolation.uid_count;
-    if state.store.run(|s| s.next_uid_slot()).await? >= slots {
-        return Err(Error::conflict(
-            "user_limit",
-            "this server has as many accounts as it can isolate (isolation.uid_count); ask the operator",
-        ));
-    }
     let outcome = state
         .store
-        .run(move |s| s.create_user(&username, &hash, role, admission))
+        .run(move |s| s.create_user(&username, &hash, role, admission, slots))
         .await?;
     match outcome {
         CreateUser::Created(user) => {
@@ -159,6 +150,10 @@ async fn register(
         }
         CreateUser::Taken => Err(Error::conflict("username_taken", "this username is taken")),
         CreateUser::Closed => Err(registration_closed()),
+        CreateUser::Full => Err(Error::conflict(
+            "user_limit",
+            "this server has as many accounts as it can isolate (isolation.uid_count); ask the operator",
+        )),
     }
 }
 

@@ -104,6 +104,7 @@ mod tests {
                         "h",
                         crate::store::Role::User,
                         crate::store::Admission::Open,
+                        u32::MAX,
                     )
                     .unwrap();
                 let crate::store::CreateUser::Created(mut user) = created else {
@@ -137,6 +138,7 @@ mod tests {
                 "h",
                 crate::store::Role::User,
                 crate::store::Admission::Open,
+                u32::MAX,
             )
             .unwrap()
         else {

@@ -61,13 +61,17 @@ impl Store {
     // ---- users ----
 
     /// Creates a user under the registration rule `admission`. The first user ever created
-    /// becomes admin whatever `role` says. Username uniqueness is case-insensitive.
+    /// becomes admin whatever `role` says. Username uniqueness is case-insensitive. Each user
+    /// takes the next uid slot for good (a deleted user's is not reused, so no new user inherits
+    /// files a uid still owns); past `uid_slots` (`isolation.uid_count`) the answer is
+    /// [`CreateUser::Full`].
     pub fn create_user(
         &self,
         username: &str,
         password_hash: &str,
         role: Role,
         admission: Admission,
+        uid_slots: u32,
     ) -> Result<CreateUser, StoreError> {
         let users = self.tree(trees::USERS)?;
         let by_name = self.tree(trees::USERS_BY_NAME)?;
@@ -90,6 +94,9 @@ impl Store {
                 .get(NEXT_UID_SLOT_KEY)?
                 .and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok())
                 .map_or(0, u32::from_be_bytes);
+            if slot >= uid_slots {
+                return Ok(CreateUser::Full);
+            }
             meta.insert(NEXT_UID_SLOT_KEY, &(slot + 1).to_be_bytes())?;
             let record = UserRecord {
                 v: 1,
@@ -161,16 +168,6 @@ impl Store {
 
     /// Sets a user's `disabled` flag. Disabling also revokes every token of theirs. Returns the
     /// updated user, or `None` when there is no such user.
-    /// The uid slot the next user will get: how many users were ever created (slots of
-    /// deleted users are not reused, so that no new user inherits files a uid still owns).
-    pub fn next_uid_slot(&self) -> Result<u32, StoreError> {
-        let meta = self.tree(trees::META)?;
-        Ok(meta
-            .get(NEXT_UID_SLOT_KEY)?
-            .and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok())
-            .map_or(0, u32::from_be_bytes))
-    }
-
     pub fn set_disabled(&self, id: &str, disabled: bool) -> Result<Option<UserRecord>, StoreError> {
         let users = self.tree(trees::USERS)?;
         let Some(bytes) = users.get(id)? else {
@@ -523,7 +520,7 @@ mod tests {
     fn first_user_is_admin_and_policy_closes_registration() {
         let (_dir, store) = open();
         let CreateUser::Created(first) = store
-            .create_user("Alice", "h", Role::User, Admission::FirstUserOnly)
+            .create_user("Alice", "h", Role::User, Admission::FirstUserOnly, u32::MAX)
             .unwrap()
         else {
             panic!()
@@ -531,18 +528,18 @@ mod tests {
         assert_eq!(first.role, Role::Admin);
         assert!(matches!(
             store
-                .create_user("bob", "h", Role::User, Admission::FirstUserOnly)
+                .create_user("bob", "h", Role::User, Admission::FirstUserOnly, u32::MAX)
                 .unwrap(),
             CreateUser::Closed
         ));
         assert!(matches!(
             store
-                .create_user("ALICE", "h", Role::User, Admission::Admin)
+                .create_user("ALICE", "h", Role::User, Admission::Admin, u32::MAX)
                 .unwrap(),
             CreateUser::Taken
         ));
         let CreateUser::Created(bob) = store
-            .create_user("bob", "h", Role::User, Admission::Admin)
+            .create_user("bob", "h", Role::User, Admission::Admin, u32::MAX)
             .unwrap()
         else {
             panic!()
@@ -584,7 +581,7 @@ mod tests {
     fn disabling_revokes_tokens() {
         let (_dir, store) = open();
         let CreateUser::Created(user) = store
-            .create_user("a", "h", Role::User, Admission::Open)
+            .create_user("a", "h", Role::User, Admission::Open, u32::MAX)
             .unwrap()
         else {
             panic!()
