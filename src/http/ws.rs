@@ -31,7 +31,7 @@ use super::auth::{authenticate, check_origin, AuthVia};
 use super::AppState;
 use crate::error::Error;
 use crate::metrics::metrics;
-use crate::supervisor::fanout::{Overflow, QueueCaps, SubscriberRx};
+use crate::supervisor::fanout::{QueueCaps, SubscriberRx};
 use crate::supervisor::frame;
 use crate::supervisor::session::{Interrupt, SendMessage, Session, Subscribe, Subscribed};
 use crate::supervisor::SessionError;
@@ -157,9 +157,13 @@ async fn run(
     heartbeat: Heartbeat,
 ) -> End {
     let mut last_heard = Instant::now();
+    // One waiter for the whole socket, registered once: a fresh one per frame would take the
+    // Notify's lock twice per frame.
     let overflow = live.overflow();
+    let too_slow = overflow.wait();
+    tokio::pin!(too_slow);
     for frame in first {
-        if let Err(end) = send(&mut ws, frame, &overflow, last_heard, heartbeat).await {
+        if let Err(end) = send(&mut ws, frame, too_slow.as_mut(), last_heard, heartbeat).await {
             return end;
         }
     }
@@ -170,10 +174,10 @@ async fn run(
     loop {
         tokio::select! {
             biased;
-            () = overflow.wait() => return TOO_SLOW,
+            () = &mut too_slow => return TOO_SLOW,
             frame = live.recv() => match frame {
                 Some(frame) => {
-                    if let Err(end) = send(&mut ws, frame, &overflow, last_heard, heartbeat).await {
+                    if let Err(end) = send(&mut ws, frame, too_slow.as_mut(), last_heard, heartbeat).await {
                         return end;
                     }
                 }
@@ -222,19 +226,21 @@ async fn run(
 async fn send(
     ws: &mut actix_ws::Session,
     frame: ByteString,
-    overflow: &Overflow,
+    too_slow: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
     last_heard: Instant,
     heartbeat: Heartbeat,
 ) -> Result<(), End> {
     let len = frame.len() as u64;
     tokio::select! {
+        // The send first: when it is ready at once (actix-ws has room), nothing else is polled.
+        biased;
         result = ws.text(frame) => {
             result.map_err(|_| GONE)?;
             metrics().events_relayed.inc();
             metrics().bytes_relayed.inc_by(len);
             Ok(())
         }
-        () = overflow.wait() => Err(TOO_SLOW),
+        () = too_slow => Err(TOO_SLOW),
         () = tokio::time::sleep_until(last_heard + heartbeat.client_timeout) => Err(SILENT),
     }
 }

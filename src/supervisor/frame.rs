@@ -11,12 +11,13 @@ use super::SessionState;
 
 /// `{"seq":N,"type":"claude","event":<line>}`. `line` must be one JSON value.
 pub fn claude(seq: u64, line: &str) -> ByteString {
-    let mut frame = String::with_capacity(line.len() + 40);
-    frame.push_str("{\"seq\":");
-    frame.push_str(itoa(seq).as_str());
-    frame.push_str(",\"type\":\"claude\",\"event\":");
-    frame.push_str(line);
-    frame.push('}');
+    use std::fmt::Write;
+    let mut frame = String::with_capacity(line.len() + 60);
+    // Writing into a String cannot fail.
+    let _ = write!(
+        frame,
+        "{{\"seq\":{seq},\"type\":\"claude\",\"event\":{line}}}"
+    );
     ByteString::from(frame)
 }
 
@@ -51,10 +52,6 @@ pub fn raw(seq: u64, line: &[u8]) -> ByteString {
 /// `{"type":"gap","from":A,"to":B}`: events a client asked for that left the replay ring.
 pub fn gap(from: u64, to: u64) -> ByteString {
     ByteString::from(json!({"type": "gap", "from": from, "to": to}).to_string())
-}
-
-fn itoa(n: u64) -> String {
-    n.to_string()
 }
 
 #[cfg(test)]
