@@ -127,10 +127,15 @@ pub struct TurnResult {
 /// as not JSON.
 pub fn classify(line: &[u8]) -> Classified {
     // serde_json does not check UTF-8 inside strings it skips, and the line will be spliced into
-    // a text frame, so check it here once (this is a fast, vectorised scan).
-    let Ok(text) = std::str::from_utf8(line) else {
-        return Classified::NotJson;
-    };
+    // a text frame, so it must be checked; callers that have the text already use classify_str.
+    match std::str::from_utf8(line) {
+        Ok(text) => classify_str(text),
+        Err(_) => Classified::NotJson,
+    }
+}
+
+/// [`classify`] for a line already known to be UTF-8.
+pub fn classify_str(text: &str) -> Classified {
     match serde_json::from_str::<MapOnly<Envelope<'_>>>(text) {
         Ok(MapOnly(Some(envelope))) => envelope.classify(),
         Ok(MapOnly(None)) => Classified::Other {

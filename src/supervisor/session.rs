@@ -132,20 +132,23 @@ struct LiveChild {
 /// A message waiting for its turn.
 struct Queued {
     content: Value,
-    /// Whether its `user` echo went out. A message that waits for a new child is echoed only
-    /// once the child is up, so no tab ever shows a message that a refused start never ran.
-    echoed: bool,
-    /// The sender waiting for the echo's `seq` (messages that needed a new child).
+    /// The sender waiting for the echo's `seq`: a message that needed a new child, not echoed
+    /// yet. It is echoed only once the child is up, so no tab ever shows a message that a
+    /// refused start never ran; the echo answers the sender, so `None` means echoed.
     reply: Option<oneshot::Sender<Result<u64, SessionError>>>,
 }
 
 impl Queued {
+    /// A message whose echo already went out.
     fn echoed(content: Value) -> Self {
         Self {
             content,
-            echoed: true,
             reply: None,
         }
+    }
+
+    fn is_echoed(&self) -> bool {
+        self.reply.is_none()
     }
 }
 
@@ -309,11 +312,9 @@ impl Session {
     /// senders learn their `seq`.
     fn echo_waiting(&mut self) {
         let mut queue = std::mem::take(&mut self.queue);
-        for item in queue.iter_mut().filter(|q| !q.echoed) {
-            let seq = self.echo(&item.content);
-            item.echoed = true;
+        for item in queue.iter_mut() {
             if let Some(reply) = item.reply.take() {
-                let _ = reply.send(Ok(seq));
+                let _ = reply.send(Ok(self.echo(&item.content)));
             }
         }
         self.queue = queue;
@@ -324,7 +325,7 @@ impl Session {
     fn drop_queue(&mut self, error: &SessionError) -> usize {
         let mut visible = 0;
         for item in self.queue.drain(..) {
-            visible += usize::from(item.echoed);
+            visible += usize::from(item.is_echoed());
             if let Some(reply) = item.reply {
                 let _ = reply.send(Err(error.clone()));
             }
@@ -447,29 +448,28 @@ impl Session {
         if let Some(turn) = &mut self.turn {
             turn.last_output = Instant::now();
         }
-        let class = protocol::classify(&bytes);
         let seq = self.ring.next_seq();
-        let text = match (&class, std::str::from_utf8(&bytes)) {
-            (Classified::NotJson, _) | (_, Err(_)) => {
-                self.emit(seq, frame::raw(seq, &bytes));
-                return;
-            }
-            (_, Ok(text)) => text,
+        // One UTF-8 scan (lines can be megabytes): the text is both parsed and spliced.
+        let (class, text) = match std::str::from_utf8(&bytes) {
+            Ok(text) => (protocol::classify_str(text), text),
+            Err(_) => (Classified::NotJson, ""),
         };
-        self.emit(seq, frame::claude(seq, text));
-        if let Classified::Init { .. } = class {
-            if let Some(spawned) = self.child.as_mut().and_then(|c| c.spawned_at.take()) {
-                metrics()
-                    .spawn_to_init
-                    .observe(spawned.elapsed().as_secs_f64());
-            }
+        if let Classified::NotJson = class {
+            self.emit(seq, frame::raw(seq, &bytes));
+            return;
         }
+        self.emit(seq, frame::claude(seq, text));
         match class {
-            Classified::Init { session_id }
-                if self.record.claude_session_id.as_deref() != Some(session_id.as_str()) =>
-            {
-                self.record.claude_session_id = Some(session_id);
-                self.persist(ctx);
+            Classified::Init { session_id } => {
+                if let Some(spawned) = self.child.as_mut().and_then(|c| c.spawned_at.take()) {
+                    metrics()
+                        .spawn_to_init
+                        .observe(spawned.elapsed().as_secs_f64());
+                }
+                if self.record.claude_session_id.as_deref() != Some(session_id.as_str()) {
+                    self.record.claude_session_id = Some(session_id);
+                    self.persist(ctx);
+                }
             }
             Classified::TurnEnded(result) => {
                 // Some rejections never show as `api_retry`: an OAuth token's 401 ends the turn
@@ -498,8 +498,6 @@ impl Session {
         }
     }
 
-    /// The CLI said the API rejected the credential (`system/api_retry` with 401). It would
-    /// retry for minutes; tell the user now, stop the turn, and mark the credential.
     /// The API rejected the credential. `interrupt`: the turn is still running (the CLI is
     /// retrying) and must be stopped. An OAuth token is refreshed once and the message sent
     /// again in a new child (resuming the conversation); anything else is reported at once and
@@ -933,7 +931,6 @@ impl Handler<SendMessage> for Session {
         let (tx, rx) = oneshot::channel();
         self.queue.push_back(Queued {
             content: msg.content,
-            echoed: false,
             reply: Some(tx),
         });
         if self.child.is_none() {
