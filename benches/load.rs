@@ -29,6 +29,9 @@ struct Scenario {
     flood_bytes: usize,
 }
 
+/// How long a reader waits for the next message before it gives up.
+const READ_DEADLINE: Duration = Duration::from_secs(60);
+
 fn main() -> Result<()> {
     let full = std::env::args().any(|a| a == "--bench");
     let scale = if full { 1 } else { 1024 };
@@ -66,6 +69,16 @@ fn main() -> Result<()> {
         let token = login(&daemon.base_url).await?;
         for scenario in &scenarios {
             let measured = run(&daemon.base_url, &token, scenario).await?;
+            // At test size (kilobytes against megabyte queue caps) no reader can fall behind:
+            // every socket must see its turn's result, or the harness itself is broken.
+            let sockets = scenario.sessions * scenario.sockets_per_session;
+            if !full && measured.completed != sockets {
+                return Err(format!(
+                    "{}: {} of {sockets} sockets saw the result ({} closed slow)",
+                    scenario.name, measured.completed, measured.closed_slow
+                )
+                .into());
+            }
             let hwm = daemon.peak_rss_kib().unwrap_or(0);
             println!(
                 "| {} | {} / {} | {:.1} MiB | {:.2} s | {:.0} MiB/s | {:.0} ms | {} MiB |",
@@ -140,7 +153,8 @@ async fn run(base: &str, token: &str, scenario: &Scenario) -> Result<Measured> {
         let mut first = None;
         let mut seen_user = false;
         let mut outcome = Outcome::Other;
-        while let Some(message) = ws.next().await {
+        // A reader that hears nothing for a minute counts as neither done nor closed slow.
+        while let Ok(Some(message)) = tokio::time::timeout(READ_DEADLINE, ws.next()).await {
             let text = match message? {
                 Message::Text(text) => text,
                 Message::Close(Some(frame)) if u16::from(frame.code) == 1013 => {

@@ -21,7 +21,7 @@ use std::process::Command;
 use crate::common::client::Api;
 use crate::common::daemon::{claude_bin, sashad_bin, TestEnv};
 use crate::common::mock_api::MockApi;
-use crate::common::ws::{assistant_text, Connect};
+use crate::common::ws::assistant_text;
 
 const KEY: &str = "sk-ant-api03-ContainerKey0000000000000000000000000000000000000000cccc";
 
@@ -190,13 +190,7 @@ async fn the_container_layout_boots_and_completes_a_chat() {
         .user_with_key("alice", KEY)
         .await;
     let session = alice.new_session("demo").await;
-    let mut ws = Connect::bearer(
-        &daemon.base_url(),
-        &session,
-        alice.token.as_deref().unwrap(),
-    )
-    .open()
-    .await;
+    let mut ws = alice.socket(&session).await;
     ws.say("Hello there").await;
     let result = ws.until_result().await;
     assert_eq!(result["event"]["subtype"], "success");

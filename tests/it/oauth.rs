@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::common::client::Api;
-use crate::common::daemon::{process_cmdline, process_environ, Daemon, TestEnv};
+use crate::common::daemon::{process_cmdline, process_environ, TestEnv};
 use crate::common::mock_api::{AuthorizeOutcome, MockApi, OAuthConfig};
 use crate::common::ws::{assistant_text, is_result, Connect};
 
@@ -73,18 +73,6 @@ async fn sign_in(user: &Api, mock: &MockApi) -> String {
         .unwrap()
 }
 
-/// Runs one turn in a new session and returns the child's environment.
-async fn turn_env(daemon: &Daemon, user: &Api, project: &str) -> Vec<String> {
-    let session = user.new_session(project).await;
-    let mut ws = Connect::bearer(&daemon.base_url(), &session, user.token.as_deref().unwrap())
-        .open()
-        .await;
-    ws.say("Hello").await;
-    ws.until_result().await;
-    let pid = user.session(&session).await["pid"].as_u64().unwrap() as u32;
-    process_environ(pid)
-}
-
 #[tokio::test]
 async fn callback_mode_signs_in_and_the_child_gets_the_access_token() {
     let mock = MockApi::start();
@@ -139,7 +127,7 @@ async fn callback_mode_signs_in_and_the_child_gets_the_access_token() {
     assert!(status.body["expiresAt"].as_str().is_some());
     assert!(!status.body.to_string().contains(&access_token));
 
-    let environ = turn_env(&daemon, &alice, "demo").await;
+    let environ = alice.child_env_after_turn("demo").await;
     assert!(
         environ.contains(&format!("CLAUDE_CODE_OAUTH_TOKEN={access_token}")),
         "{environ:?}"
@@ -193,7 +181,7 @@ async fn paste_mode_signs_in_with_code_hash_state() {
         .into_iter()
         .find_map(|r| r.access_token().map(str::to_owned))
         .unwrap();
-    let environ = turn_env(&daemon, &alice, "demo").await;
+    let environ = alice.child_env_after_turn("demo").await;
     assert!(environ.contains(&format!("CLAUDE_CODE_OAUTH_TOKEN={access_token}")));
 
     // The same code#state again: the state is used.
@@ -374,11 +362,12 @@ async fn the_callback_page_escapes_what_the_provider_sent() {
 
     // Reflected input on an unknown state is escaped too.
     let base = daemon.base_url();
-    let (_, page) = follow(&format!(
+    let (status, page) = follow(&format!(
         "{base}/api/claude/auth/oauth/callback?state=x&error=%3Cimg%20src%3Dx%3E"
     ))
     .await;
-    assert!(!page.contains("<img"), "{page}");
+    assert_eq!(status, 400, "{page}");
+    assert!(!page.contains("<img") && page.contains("&lt;img"), "{page}");
 }
 
 #[tokio::test]
@@ -471,13 +460,7 @@ async fn a_401_mid_turn_refreshes_once_and_resumes_the_conversation() {
     let alice = Api::new(daemon.base_url()).user("alice", PW).await;
     let first_token = sign_in(&alice, &mock).await;
     let session = alice.new_session("demo").await;
-    let mut ws = Connect::bearer(
-        &daemon.base_url(),
-        &session,
-        alice.token.as_deref().unwrap(),
-    )
-    .open()
-    .await;
+    let mut ws = alice.socket(&session).await;
     ws.say("remember KIWI").await;
     ws.until_result().await;
     let first_pid = alice.session(&session).await["pid"].as_u64().unwrap() as u32;
@@ -523,7 +506,7 @@ async fn no_token_code_or_verifier_reaches_the_logs() {
     let mut daemon = env.start();
     let alice = Api::new(daemon.base_url()).user("alice", PW).await;
     sign_in(&alice, &mock).await;
-    let _ = turn_env(&daemon, &alice, "demo").await;
+    let _ = alice.child_env_after_turn("demo").await;
     assert_eq!(daemon.stop().code(), Some(0));
     let logs = daemon.logs.text();
     let mut secrets: Vec<String> = Vec::new();

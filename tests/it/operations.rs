@@ -123,13 +123,7 @@ async fn metrics_parse_and_move_as_a_chat_runs() {
     }
     let alice = api.user_with_key("alice", KEY).await;
     let session = alice.new_session("demo").await;
-    let mut ws = Connect::bearer(
-        &daemon.base_url(),
-        &session,
-        alice.token.as_deref().unwrap(),
-    )
-    .open()
-    .await;
+    let mut ws = alice.socket(&session).await;
     ws.say("Hello").await;
     ws.until_result().await;
     let after = parse_metrics(api.get("/metrics").await.expect(200).body.as_str().unwrap());
@@ -236,9 +230,7 @@ async fn the_admin_api_is_for_admins_and_disabling_stops_a_user() {
         .expect_error(403, "admin_only");
 
     let session = bob.new_session("demo").await;
-    let mut ws = Connect::bearer(&daemon.base_url(), &session, bob.token.as_deref().unwrap())
-        .open()
-        .await;
+    let mut ws = bob.socket(&session).await;
     ws.say("Hello").await;
     ws.until_result().await;
     let pid = bob.session(&session).await["pid"].as_u64().unwrap() as u32;
@@ -280,6 +272,8 @@ async fn the_admin_api_is_for_admins_and_disabling_stops_a_user() {
         .await;
     assert_eq!(refused["error"], "account_disabled", "{refused}");
     let sessions = admin.get("/api/admin/sessions").await.expect(200).body;
+    assert_eq!(sessions.as_array().map(Vec::len), Some(1), "{sessions}");
+    assert_eq!(sessions[0]["ownerName"], "bob", "{sessions}");
     assert!(sessions[0]["session"]["pid"].is_null(), "{sessions}");
     let logs = daemon.logs.text();
     assert!(
@@ -324,13 +318,7 @@ async fn sighup_changes_the_log_level_without_dropping_sessions() {
         .user_with_key("alice", KEY)
         .await;
     let session = alice.new_session("demo").await;
-    let mut ws = Connect::bearer(
-        &daemon.base_url(),
-        &session,
-        alice.token.as_deref().unwrap(),
-    )
-    .open()
-    .await;
+    let mut ws = alice.socket(&session).await;
     ws.say("Hello").await;
     ws.until_result().await;
     let pid = alice.session(&session).await["pid"].as_u64().unwrap();
@@ -358,13 +346,7 @@ async fn sighup_changes_the_log_level_without_dropping_sessions() {
     ws.say("Hello again").await;
     ws.until_result().await;
     assert_eq!(alice.session(&session).await["pid"].as_u64().unwrap(), pid);
-    let _second = Connect::bearer(
-        &daemon.base_url(),
-        &session,
-        alice.token.as_deref().unwrap(),
-    )
-    .open()
-    .await;
+    let _second = alice.socket(&session).await;
     daemon
         .logs
         .wait_for(Duration::from_secs(10), |lines| {

@@ -8,9 +8,8 @@ use std::os::unix::fs::PermissionsExt;
 use serde_json::{json, Value};
 
 use crate::common::client::Api;
-use crate::common::daemon::{assert_files_free_of, process_environ, Daemon, TestEnv};
+use crate::common::daemon::{assert_files_free_of, TestEnv};
 use crate::common::mock_api::MockApi;
-use crate::common::ws::Connect;
 
 const SETUP_TOKEN: &str = "sk-ant-oat01-SetupTokenForTests_0123456789abcdefghijklmnopqrstuvwxyz";
 const AWS_SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYSECRETKEY";
@@ -30,20 +29,6 @@ fn service_account() -> Value {
         "client_id": "1234567890",
         "token_uri": "https://oauth2.googleapis.com/token"
     })
-}
-
-/// Runs one turn with the fake CLI and returns the child's environment.
-async fn child_env(daemon: &Daemon, api: &Api, project: &str) -> Vec<String> {
-    let session = api.new_session(project).await;
-    let mut ws = Connect::bearer(&daemon.base_url(), &session, api.token.as_deref().unwrap())
-        .open()
-        .await;
-    ws.say("Hello").await;
-    ws.until_result().await;
-    let pid = api.session(&session).await["pid"]
-        .as_u64()
-        .expect("a child runs") as u32;
-    process_environ(pid)
 }
 
 #[tokio::test]
@@ -121,7 +106,7 @@ async fn a_setup_token_reaches_the_child_as_an_oauth_token() {
     assert_eq!(answer.body["authType"], "setup_token");
     assert_eq!(answer.body["hint"], "sk-ant-…wxyz");
     assert!(!answer.body.to_string().contains(SETUP_TOKEN));
-    let environ = child_env(&daemon, &alice, "demo").await;
+    let environ = alice.child_env_after_turn("demo").await;
     assert!(
         environ.contains(&format!("CLAUDE_CODE_OAUTH_TOKEN={SETUP_TOKEN}")),
         "{environ:?}"
@@ -165,7 +150,7 @@ async fn bedrock_keys_and_foundry_map_to_the_cli_variables() {
         .await
         .expect(200);
     assert_eq!(answer.body["hint"], "AKIA…MPLE (us-west-2)");
-    let environ = child_env(&daemon, &alice, "demo").await;
+    let environ = alice.child_env_after_turn("demo").await;
     for var in [
         "CLAUDE_CODE_USE_BEDROCK=1".to_owned(),
         "AWS_REGION=us-west-2".to_owned(),
@@ -185,7 +170,7 @@ async fn bedrock_keys_and_foundry_map_to_the_cli_variables() {
     )
     .await
     .expect(200);
-    let environ = child_env(&daemon, &bob, "demo").await;
+    let environ = bob.child_env_after_turn("demo").await;
     for var in [
         "CLAUDE_CODE_USE_FOUNDRY=1".to_owned(),
         "ANTHROPIC_FOUNDRY_RESOURCE=my-foundry".to_owned(),
@@ -235,7 +220,7 @@ async fn vertex_writes_a_private_credentials_file_and_removes_it_on_disconnect()
         answer.body["hint"],
         "runner@demo-project.iam.gserviceaccount.com (demo-project, us-east5)"
     );
-    let environ = child_env(&daemon, &alice, "demo").await;
+    let environ = alice.child_env_after_turn("demo").await;
     let file = env.data_dir().join(format!(
         "workspace/users/{user_id}/.config/sashad/vertex-service-account.json"
     ));

@@ -8,21 +8,13 @@ use serde_json::json;
 
 use crate::common::client::Api;
 use crate::common::daemon::{
-    process_alive, process_cmdline, process_environ, processes_in_group, Daemon, TestEnv,
+    process_alive, process_cmdline, process_environ, processes_in_group, TestEnv,
 };
 use crate::common::mock_api::MockApi;
-use crate::common::ws::{
-    assistant_text, claude_event, is_result, seqs, Connect, Socket, FRAME_DEADLINE,
-};
+use crate::common::ws::{assistant_text, claude_event, is_result, seqs, Connect, FRAME_DEADLINE};
 
 const KEY_A: &str = "sk-ant-api03-AliceKey000000000000000000000000000000000000000000000aaaa";
 const KEY_B: &str = "sk-ant-api03-BobKey00000000000000000000000000000000000000000000000bbbb";
-
-async fn socket(daemon: &Daemon, api: &Api, session: &str) -> Socket {
-    Connect::bearer(&daemon.base_url(), session, api.token.as_deref().unwrap())
-        .open()
-        .await
-}
 
 async fn pid_of(api: &Api, session: &str) -> Option<u32> {
     api.session(session).await["pid"].as_u64().map(|p| p as u32)
@@ -41,7 +33,7 @@ async fn chat_streams_the_reply_and_reuses_the_child() {
     assert_eq!(view["state"], "stopped");
     assert_eq!(view["project"], "demo");
 
-    let mut ws = socket(&daemon, &alice, &session).await;
+    let mut ws = alice.socket(&session).await;
     ws.say("Hello there").await;
     let echo = ws.until(FRAME_DEADLINE, |f| f["type"] == "user").await;
     assert_eq!(echo["content"], "Hello there");
@@ -109,8 +101,8 @@ async fn two_sockets_see_the_same_sequence_and_reconnects_resume_exactly() {
         .user_with_key("alice", KEY_A)
         .await;
     let session = alice.new_session("demo").await;
-    let mut a = socket(&daemon, &alice, &session).await;
-    let mut b = socket(&daemon, &alice, &session).await;
+    let mut a = alice.socket(&session).await;
+    let mut b = alice.socket(&session).await;
     a.say("Hello there").await;
     a.until_result().await;
     b.until_result().await;
@@ -150,7 +142,7 @@ async fn an_idle_child_stops_and_the_next_message_resumes_it_also_after_a_restar
         .user_with_key("alice", KEY_A)
         .await;
     let session = alice.new_session("demo").await;
-    let mut ws = socket(&daemon, &alice, &session).await;
+    let mut ws = alice.socket(&session).await;
     ws.say("remember the word PINEAPPLE").await;
     ws.until_result().await;
     let first_pid = pid_of(&alice, &session).await.unwrap();
@@ -220,7 +212,7 @@ async fn interrupt_mid_stream_ends_the_turn_quickly() {
         .user_with_key("alice", KEY_A)
         .await;
     let session = alice.new_session("demo").await;
-    let mut ws = socket(&daemon, &alice, &session).await;
+    let mut ws = alice.socket(&session).await;
     ws.say("please be SLOW").await;
     ws.until(FRAME_DEADLINE, |f| {
         claude_event(f, "stream_event").is_some_and(|e| e["event"]["delta"]["type"] == "text_delta")
@@ -263,7 +255,7 @@ async fn a_key_rejected_during_a_turn_is_reported_at_once() {
         .await;
     mock.reject_messages_for(KEY_A);
     let session = alice.new_session("demo").await;
-    let mut ws = socket(&daemon, &alice, &session).await;
+    let mut ws = alice.socket(&session).await;
     ws.say("Hello there").await;
     ws.until(FRAME_DEADLINE, |f| {
         claude_event(f, "system").is_some_and(|e| e["subtype"] == "api_retry")
@@ -304,7 +296,7 @@ async fn sigterm_stops_every_child_and_exits_zero() {
     let mut sockets = Vec::new();
     for name in ["one", "two", "three"] {
         let session = alice.new_session(name).await;
-        let mut ws = socket(&daemon, &alice, &session).await;
+        let mut ws = alice.socket(&session).await;
         ws.say("Hello there").await;
         ws.until_result().await;
         pids.push(pid_of(&alice, &session).await.unwrap());
@@ -364,7 +356,7 @@ async fn the_child_environment_holds_only_its_owner_credential() {
     let sa = alice.new_session("demo").await;
     let sb = bob.new_session("demo").await;
     for (user, session) in [(&alice, &sa), (&bob, &sb)] {
-        let mut ws = socket(&daemon, user, session).await;
+        let mut ws = user.socket(session).await;
         ws.say("Hello there").await;
         ws.until_result().await;
     }

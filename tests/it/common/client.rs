@@ -171,6 +171,27 @@ impl Api {
     }
 
     /// Registers, logs in and connects `key` (which the mock must accept).
+    /// A WebSocket to `session` on this client's daemon, with its bearer token.
+    pub async fn socket(&self, session: &str) -> crate::common::ws::Socket {
+        let token = self.token.as_deref().expect("a logged-in client");
+        crate::common::ws::Connect::bearer(&self.base, session, token)
+            .open()
+            .await
+    }
+
+    /// Runs one turn ("Hello") in a new session on `project` and returns its child's
+    /// environment (from `/proc/<pid>/environ`).
+    pub async fn child_env_after_turn(&self, project: &str) -> Vec<String> {
+        let session = self.new_session(project).await;
+        let mut ws = self.socket(&session).await;
+        ws.say("Hello").await;
+        ws.until_result().await;
+        let pid = self.session(&session).await["pid"]
+            .as_u64()
+            .expect("a child runs") as u32;
+        crate::common::daemon::process_environ(pid)
+    }
+
     pub async fn user_with_key(&self, username: &str, key: &str) -> Api {
         let api = self.user(username, "correct horse battery").await;
         api.set_api_key(key).await.expect(200);
