@@ -112,8 +112,10 @@ test('a streamed reply shows as it comes and settles on the final message', asyn
   server.onMessage = () => {
     for (const f of first.slice(0, finalAt - 1)) server.push(f);
   };
+  // The route handler records a message before it answers: wait for the answer.
+  const answered = (path) => page.waitForResponse((r) => r.url().endsWith(path));
   await box.fill('Hello there');
-  await box.press('Enter');
+  await Promise.all([answered('/messages'), box.press('Enter')]);
   assert.deepEqual(server.posted, ['Hello there']);
   // Deltas "Hello ", "from ", "the " arrived; "mock." and the final message not yet.
   await page.locator('.block-text.streaming', { hasText: 'Hello from the' }).waitFor();
@@ -130,7 +132,9 @@ test('a streamed reply shows as it comes and settles on the final message', asyn
   await box.press('Shift+Enter');
   await box.type('line two');
   assert.equal(await box.inputValue(), 'line one\nline two');
-  assert.equal(server.posted.length, 1);
+  // Sending now posts the two lines as one message, and nothing was sent before.
+  await Promise.all([answered('/messages'), box.press('Enter')]);
+  assert.deepEqual(server.posted, ['Hello there', 'line one\nline two']);
 });
 
 test('Markdown renders, and HTML in Claude\'s text never runs', async (t) => {
@@ -224,11 +228,14 @@ test('errors a person can act on', async (t) => {
   const [first] = fixtureTurns();
   for (const f of first.filter((x) => x.type !== 'user')) server.push(f);
   await page.locator('.turn-result', { hasText: 'Done' }).waitFor();
-  assert.equal(await banner.count(), 0);
+  await banner.waitFor({ state: 'detached' });
 
   // Stop while busy posts an interrupt.
   server.push({ type: 'state', state: 'busy' });
-  await page.getByRole('button', { name: 'Stop' }).and(page.locator(':enabled')).click();
+  await Promise.all([
+    page.waitForResponse((r) => r.url().endsWith('/interrupt')),
+    page.getByRole('button', { name: 'Stop' }).and(page.locator(':enabled')).click(),
+  ]);
   await page.waitForFunction(() => document.querySelector('.status-line')?.textContent === 'Stopping…');
   assert.equal(server.interrupts, 1);
 });
