@@ -150,6 +150,18 @@ impl Drop for Credential {
     }
 }
 
+impl From<&crate::anthropic::oauth::TokenSet> for Credential {
+    /// The stored form of an exchange's or a refresh's tokens.
+    fn from(tokens: &crate::anthropic::oauth::TokenSet) -> Self {
+        Self::Oauth {
+            access_token: tokens.access_token.to_string(),
+            refresh_token: tokens.refresh_token.as_ref().map(|t| t.to_string()),
+            expires_at: tokens.expires_at,
+            scopes: tokens.scopes.clone(),
+        }
+    }
+}
+
 impl Credential {
     /// Its kind.
     pub fn kind(&self) -> CredentialKind {

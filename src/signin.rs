@@ -192,12 +192,7 @@ impl SignIn {
                 .exchange(code, &verifier)
                 .await
                 .map_err(SignInError::Exchange)?;
-            let credential = Credential::Oauth {
-                access_token: tokens.access_token.to_string(),
-                refresh_token: tokens.refresh_token.as_ref().map(|t| t.to_string()),
-                expires_at: tokens.expires_at,
-                scopes: tokens.scopes.clone(),
-            };
+            let credential = Credential::from(&tokens);
             Ok::<_, SignInError>(
                 self.keeper
                     .put(&user_id, &credential, Validation::Ok)

@@ -15,7 +15,7 @@ use oauth2::{
 };
 use zeroize::Zeroizing;
 
-use crate::config::{OAuthSettings, RedirectMode};
+use crate::config::OAuthSettings;
 use crate::store::now;
 
 /// Bytes of randomness in a `state` (256 bits, as the issue asks; RFC 6749 §10.12 needs it
@@ -89,7 +89,6 @@ pub struct Authorization {
 pub struct OAuthProvider {
     client: Client,
     scopes: Vec<String>,
-    redirect_mode: RedirectMode,
     http: reqwest::Client,
     timeout: Duration,
 }
@@ -97,7 +96,7 @@ pub struct OAuthProvider {
 impl std::fmt::Debug for OAuthProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OAuthProvider")
-            .field("redirect_mode", &self.redirect_mode)
+            .field("scopes", &self.scopes)
             .finish_non_exhaustive()
     }
 }
@@ -154,15 +153,9 @@ impl OAuthProvider {
         Ok(Some(Self {
             client,
             scopes: settings.scopes.clone(),
-            redirect_mode: settings.redirect_mode,
             http,
             timeout: settings.timeout,
         }))
-    }
-
-    /// The redirect mode.
-    pub fn redirect_mode(&self) -> RedirectMode {
-        self.redirect_mode
     }
 
     /// Starts an authorization: a fresh 256-bit `state` and an S256 PKCE pair.

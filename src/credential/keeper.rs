@@ -209,12 +209,7 @@ impl CredentialKeeper {
         let provider = self.oauth.as_ref().ok_or(RefreshError::NotConfigured)?;
         match provider.refresh(refresh_token).await {
             Ok(tokens) => {
-                let fresh = Credential::Oauth {
-                    access_token: tokens.access_token.to_string(),
-                    refresh_token: tokens.refresh_token.as_ref().map(|t| t.to_string()),
-                    expires_at: tokens.expires_at,
-                    scopes: tokens.scopes.clone(),
-                };
+                let fresh = Credential::from(&tokens);
                 let mut new = self.seal(user_id, &fresh, Validation::Ok)?;
                 new.generation = record.generation + 1;
                 let (user, expected, stored) = (user_id.to_owned(), record.clone(), new.clone());
