@@ -35,40 +35,51 @@ use crate::claude::lines::{Line, LineReader};
 /// Lines queued for a child's stdin before writes are refused.
 pub const STDIN_QUEUE: usize = 64;
 
-/// Resident memory of every process in the process group `pgid`, in KiB, read from `/proc`
-/// (`VmRSS`). Blocking: call it off the async threads.
+/// Pids of the processes in `/proc`.
+fn proc_pids() -> impl Iterator<Item = u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+}
+
+/// Field `index` of `/proc/<pid>/stat` counted from the one after the command name (0: state,
+/// 1: ppid, 2: pgrp; proc(5)). The name is skipped by its last `)`, since it may hold spaces.
+fn stat_field(pid: u32, index: usize) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(index)?
+        .parse()
+        .ok()
+}
+
+/// The pid namespace of `pid` (`pid:[…]`).
+fn pid_namespace(pid: u32) -> Option<String> {
+    let ns = std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok()?;
+    Some(ns.to_string_lossy().into_owned())
+}
+
+/// Resident memory of a child, in KiB, read from `/proc` (`VmRSS`): every process in its process
+/// group `pgid` and, for a sandboxed child, in its sandbox's pid namespace (bubblewrap's
+/// `--new-session` puts the CLI and its tools in a session of their own). Blocking: call it
+/// off the async threads.
 pub fn group_rss_kib(pgid: u32) -> u64 {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    let mut total = 0;
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let group = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(2)?.parse::<u32>().ok());
-        if group != Some(pgid) {
-            continue;
-        }
-        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-            continue;
-        };
-        total += status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-            .unwrap_or(0);
-    }
-    total
+    let sandbox = sandbox_namespace(pgid);
+    proc_pids()
+        .filter(|&pid| {
+            stat_field(pid, 2) == Some(pgid) || sandbox.is_some() && pid_namespace(pid) == sandbox
+        })
+        .filter_map(|pid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .sum()
 }
 
 /// How long the exit report waits for the end of stderr once the child has been reaped.
@@ -371,26 +382,10 @@ async fn stop(
 /// The pid namespace of the sandbox under `outer` (bubblewrap's monitor): that of a child of
 /// `outer` whose namespace differs from ours. Reads `/proc`; blocking.
 fn sandbox_namespace(outer: u32) -> Option<String> {
-    let ours = std::fs::read_link("/proc/self/ns/pid").ok()?;
-    std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .find_map(|entry| {
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let parent: u32 = stat
-                .rsplit_once(')')?
-                .1
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()?;
-            if parent != outer {
-                return None;
-            }
-            let ns = std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok()?;
-            (ns != ours).then(|| ns.to_string_lossy().into_owned())
-        })
+    let ours = pid_namespace(std::process::id())?;
+    proc_pids()
+        .filter(|&pid| stat_field(pid, 1) == Some(outer))
+        .find_map(|pid| pid_namespace(pid).filter(|ns| *ns != ours))
 }
 
 /// Waits (up to `deadline`) until no process is left in `namespace`, killing what remains. The
@@ -399,23 +394,14 @@ fn sandbox_namespace(outer: u32) -> Option<String> {
 fn empty_namespace(namespace: &str, deadline: Duration) {
     let until = std::time::Instant::now() + deadline;
     loop {
-        let left: Vec<i32> = std::fs::read_dir("/proc")
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-                    .filter(|pid| {
-                        std::fs::read_link(format!("/proc/{pid}/ns/pid"))
-                            .is_ok_and(|ns| ns.to_string_lossy() == namespace)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let left: Vec<u32> = proc_pids()
+            .filter(|&pid| pid_namespace(pid).as_deref() == Some(namespace))
+            .collect();
         if left.is_empty() || std::time::Instant::now() >= until {
             return;
         }
         for pid in left {
-            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         }
         std::thread::sleep(Duration::from_millis(10));
     }

@@ -248,7 +248,18 @@ async fn the_admin_api_is_for_admins_and_disabling_stops_a_user() {
     let row = &sessions.as_array().unwrap()[0];
     assert_eq!(row["ownerName"], "bob");
     assert_eq!(row["session"]["pid"], pid);
-    assert!(row["memoryKiB"].as_u64().unwrap() > 0);
+    // The child's memory, not just its sandbox's outer process (the CLI runs in a session of
+    // its own inside the sandbox).
+    let outer_kib: u64 = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    assert!(
+        row["memoryKiB"].as_u64().unwrap() > outer_kib,
+        "{row} vs {outer_kib} KiB for pid {pid} alone"
+    );
     assert!(row["uptimeSeconds"].as_i64().is_some());
     let info = admin.get("/api/admin/daemon").await.expect(200).body;
     assert_eq!(info["version"], env!("CARGO_PKG_VERSION"));
